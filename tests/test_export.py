@@ -1,0 +1,240 @@
+"""Exporter: streamed, renumbered, atomic checkpoints equal to the in-memory drop; prune_config; model card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+from conftest import load, random_ids
+from safetensors import safe_open
+
+from layershear import export as export_mod
+from layershear.card import RemovedBlock, render_model_card
+from layershear.errors import ExportError, LayershearError
+from layershear.export import Exporter
+from layershear.layer_config import prune_config
+from layershear.model_io import resolve_checkpoint
+from layershear.surgery import drop_blocks
+
+DROP = {1, 2}
+KEEP = [0, 3, 4, 5]
+
+
+def test_export_equals_in_memory_drop(tiny_checkpoint, tmp_path: Path) -> None:
+    name, path = tiny_checkpoint
+    out = Exporter(path, max_shard_bytes=20_000).export(DROP, tmp_path / "out")
+    source = load(path)
+    pruned = load(out)
+    ids = random_ids()  # longer than the sliding window, so a shifted pattern changes the logits
+    with torch.inference_mode(), drop_blocks(source, DROP):
+        expected = source(ids).logits
+    with torch.inference_mode():
+        torch.testing.assert_close(pruned(ids).logits, expected, atol=1e-5, rtol=1e-5)
+    assert pruned.config.num_hidden_layers == 4
+    config = json.loads((out / "config.json").read_text())
+    if getattr(source.config, "layer_types", None) is not None:
+        assert config["layer_types"] == [source.config.layer_types[i] for i in KEEP]
+        assert pruned.config.layer_types == config["layer_types"]
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    tensors = {k: v for f in out.glob("*.safetensors") for k, v in safetensors.torch.load_file(f).items()}
+    assert set(index["weight_map"]) == set(tensors)
+    assert index["metadata"]["total_size"] == sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        # Old Gemma2 config (no layer_types): blocks alternate sliding/full by index; keep 0, 3, 4, 5.
+        ("gemma2_old", ["sliding_attention", "full_attention", "sliding_attention", "full_attention"]),
+        # Qwen2 use_sliding_window + max_window_layers=3: blocks 3.. slide.
+        ("qwen2_swa", ["full_attention", "sliding_attention", "sliding_attention", "sliding_attention"]),
+        # Gemma3 sliding_window_pattern=3: blocks 2 and 5 are full.
+        ("gemma3_text", ["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"]),
+    ],
+)
+def test_index_derived_pattern_is_written_explicitly(name, expected, tiny_checkpoints, tmp_path: Path) -> None:
+    path = tiny_checkpoints(name)
+    assert "layer_types" not in json.loads((path / "config.json").read_text())
+    out = Exporter(path).export(DROP, tmp_path / "out")
+    config = json.loads((out / "config.json").read_text())
+    assert config["layer_types"] == expected
+    assert load(out).config.layer_types == expected
+    if name == "qwen2_swa":
+        assert config["max_window_layers"] == 1
+    if name == "gemma3_text":
+        assert "sliding_window_pattern" not in config  # no longer true of the kept blocks
+
+
+@pytest.mark.parametrize("name", ["gemma2_old", "qwen2_swa", "gemma3_text", "qwen3"])
+@pytest.mark.parametrize("drop", [{1}, {0, 4}, {2, 5}])
+def test_shifted_patterns_match_in_memory(name, drop, tiny_checkpoints, tmp_path: Path) -> None:
+    """Drops that shift an index-derived pattern: the export must still equal the in-memory drop."""
+    path = tiny_checkpoints(name)
+    out = Exporter(path).export(drop, tmp_path / "out")
+    source, ids = load(path), random_ids()
+    with torch.inference_mode(), drop_blocks(source, drop):
+        expected = source(ids).logits
+        kept_types = list(source.config.layer_types)
+    assert load(out).config.layer_types == kept_types
+    with torch.inference_mode():
+        torch.testing.assert_close(load(out)(ids).logits, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_single_file_renumbered_and_tied(tiny_checkpoints, tmp_path: Path) -> None:
+    path = tiny_checkpoints("llama_tied")
+    out = Exporter(path).export(DROP, tmp_path / "out")
+    assert not (out / "model.safetensors.index.json").exists()
+    source = load(path).state_dict()
+    with safe_open(out / "model.safetensors", framework="pt") as f:
+        assert f.metadata() == {"format": "pt"}
+        keys = set(f.keys())
+        assert torch.equal(f.get_tensor("model.layers.1.mlp.up_proj.weight"), source["model.layers.3.mlp.up_proj.weight"])
+    assert "lm_head.weight" not in keys
+    assert {k.split(".")[2] for k in keys if k.startswith("model.layers.")} == {"0", "1", "2", "3"}
+    model = load(out)
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+
+
+def test_small_files_card_and_extra_files(tiny_checkpoints, tmp_path: Path) -> None:
+    path = tiny_checkpoints("llama")
+    out = Exporter(path).export(DROP, tmp_path / "out", card="# card\n", extra_files={"layershear.json": "{}"})
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json", "chat_template.jinja"):
+        assert (out / name).read_bytes() == (path / name).read_bytes(), name
+    assert (out / "README.md").read_text() == "# card\n"
+    assert (out / "layershear.json").read_text() == "{}"
+    import transformers
+
+    assert transformers.AutoTokenizer.from_pretrained(out)("w5 w6")["input_ids"][-2:] == [5, 6]
+
+
+def test_dtype_cast(tiny_checkpoints, tmp_path: Path) -> None:
+    out = Exporter(tiny_checkpoints("qwen2"), dtype=torch.bfloat16).export(DROP, tmp_path / "out")
+    with safe_open(out / "model.safetensors", framework="pt") as f:
+        assert f.get_tensor("model.layers.0.mlp.up_proj.weight").dtype == torch.bfloat16
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+
+
+def test_existing_target_is_refused_then_replaced(tiny_checkpoints, tmp_path: Path) -> None:
+    exporter = Exporter(tiny_checkpoints("llama"))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("old")
+    with pytest.raises(ExportError, match="exists; pass --overwrite"):
+        exporter.export(DROP, out)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    exporter.export(DROP, out, overwrite=True)
+    assert not (out / "keep.txt").exists() and (out / "config.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_failure_mid_export_leaves_old_folder_and_no_temp(tiny_checkpoints, tmp_path: Path, monkeypatch) -> None:
+    exporter = Exporter(tiny_checkpoints("llama"), max_shard_bytes=20_000)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("old")
+    calls = []
+
+    def failing_save(tensors, filename, metadata=None):
+        calls.append(filename)
+        if len(calls) == 3:
+            raise RuntimeError("disk on fire")
+        safetensors.torch.save_file(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(export_mod, "save_file", failing_save)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        exporter.export(DROP, out, overwrite=True)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_bad_drop_writes_nothing(tiny_checkpoints, tmp_path: Path) -> None:
+    exporter = Exporter(tiny_checkpoints("llama"))
+    for drop, match in (({6}, "out of range"), (set(range(6)), "cannot remove all")):
+        with pytest.raises(ExportError, match=match):
+            exporter.export(drop, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refuses_source_as_target_and_pickle_only(tiny_checkpoints, tmp_path: Path) -> None:
+    path = tiny_checkpoints("llama")
+    with pytest.raises(ExportError, match="is the source"):
+        Exporter(path).export(DROP, path, overwrite=True)
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_bytes((path / "config.json").read_bytes())
+    torch.save({"x": torch.zeros(1)}, pickled / "pytorch_model.bin")
+    with pytest.raises(ExportError, match=r"only pickle \(.bin/.pt\) weights"):
+        Exporter(pickled)
+
+
+def test_missing_block_tensors_are_refused(tiny_checkpoints, tmp_path: Path) -> None:
+    path = tiny_checkpoints("llama")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    tensors = {}
+    for file in path.glob("*.safetensors"):
+        tensors |= {k: v for k, v in safetensors.torch.load_file(file).items() if ".layers.4." not in k}
+    safetensors.torch.save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
+    (broken / "config.json").write_bytes((path / "config.json").read_bytes())
+    with pytest.raises(ExportError, match=r"no tensors for blocks \[4\]"):
+        Exporter(broken).export(DROP, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_resolve_checkpoint_errors(tmp_path: Path) -> None:
+    with pytest.raises(LayershearError, match="Model folder './nope/model' does not exist"):
+        resolve_checkpoint("./nope/model")
+    with pytest.raises(LayershearError, match="no config.json in"):
+        resolve_checkpoint(str(tmp_path))
+    with pytest.raises(LayershearError, match="Could not download 'org/name' from the Hugging Face Hub: .*pass a local"):
+        resolve_checkpoint("org/name")
+
+
+def test_prune_config_slices_per_layer_lists_only() -> None:
+    config = {
+        "model_type": "toy_untested", "num_hidden_layers": 4, "eos_token_id": [1, 2, 3, 4],
+        "intermediate_size": [10, 20, 30, 40], "no_rope_layers": [1, 0, 1, 0], "moe_layers": [1, 3],
+        "rope_scaling": {"rope_type": "longrope", "long_factor": [1, 2, 3, 4]},
+    }
+    pruned = prune_config(config, keep=[3, 0, 1, 1])
+    assert pruned["num_hidden_layers"] == 3 and pruned["eos_token_id"] == [1, 2, 3, 4]
+    assert pruned["intermediate_size"] == [10, 20, 40] and pruned["no_rope_layers"] == [1, 0, 0]
+    assert pruned["moe_layers"] == [1, 2]
+    assert pruned["rope_scaling"]["long_factor"] == [1, 2, 3, 4]
+    assert config["num_hidden_layers"] == 4 and config["intermediate_size"] == [10, 20, 30, 40]  # input untouched
+    for keep, match in (([0, 9], "out of range"), ([], "keep at least one")):
+        with pytest.raises(ExportError, match=match):
+            prune_config(config, keep=keep)
+
+
+def test_prune_config_remaps_moe_sparse_step() -> None:
+    config = {
+        "model_type": "qwen2_moe", "num_hidden_layers": 6, "decoder_sparse_step": 2, "mlp_only_layers": [3],
+        "vocab_size": 128, "hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "num_experts": 4, "num_experts_per_tok": 2,
+    }
+    # Sparse blocks: 1 and 5 ((i + 1) % 2 == 0, 3 is mlp-only). Keep 0, 1, 3, 5 -> new 1 and 3 sparse.
+    pruned = prune_config(config, keep=[0, 1, 3, 5])
+    assert pruned["decoder_sparse_step"] == 1 and pruned["mlp_only_layers"] == [0, 2]
+
+
+def test_prune_config_is_accepted_by_transformers_for_gpt2() -> None:
+    pruned = prune_config({"model_type": "gpt2", "n_layer": 6, "n_embd": 32, "n_head": 4}, keep=[0, 5])
+    assert pruned["n_layer"] == 2 and "num_hidden_layers" not in pruned
+
+
+def test_model_card() -> None:
+    card = render_model_card(
+        base_model="Qwen/Qwen2.5-0.5B", num_blocks=24,
+        removed=[RemovedBlock(17, 0.0012, 0.611), RemovedBlock(5, None, None)],
+        calibration="arc_easy:validation[:200], acc_norm", command="layershear run recipe.yaml", version="0.1.0",
+    )
+    front, _, body = card.removeprefix("---\n").partition("\n---\n")
+    assert 'base_model: "Qwen/Qwen2.5-0.5B"' in front and "library_name: transformers" in front
+    assert "- layershear" in front and "- pruned" in front
+    assert "| 1 | 17 | 0.0012 | 0.6110 |" in body and "| 2 | 5 | n/a | n/a |" in body
+    assert "2605.14075" in body and "Beyond Cosine Similarity" in body
+    assert "layershear run recipe.yaml" in body and "0.1.0" in body and "arc_easy" in body
