@@ -27,7 +27,7 @@ class _Group(click.Group):
         except LayershearError as e:
             from layershear.render import ERR
 
-            ERR.print(f"error: {e}", style="red", markup=False, highlight=False)
+            ERR.print(f"error: {e}", style="red", markup=False, highlight=False, soft_wrap=True)
             ctx.exit(2)
 
 
@@ -42,7 +42,7 @@ def cli(verbose: int) -> None:
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=ERR, show_path=False)], force=True)
-    logging.getLogger("layershear").setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.getLogger("layershear").setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG))
     if verbose < 2:
         import transformers
 
@@ -116,9 +116,9 @@ def _calibration(spec: str, data_source: str, data_dir: Path | None):
     recipe = load_calibration(spec)
     calib = build_calibration(recipe, source=data_source, data_dir=find_data_dir(data_dir))
     for note in calib.notes:
-        ERR.print(f"note: {note}", style="yellow", markup=False)
+        ERR.print(f"note: {note}", style="yellow", markup=False, soft_wrap=True)
     ERR.print(f"calibration set {recipe.name!r}: {len(calib.items)} docs from "
-              + ", ".join(f"{d.task}/{d.split} ({len(d.doc_ids)})" for d in calib.draws), markup=False)
+              + ", ".join(f"{d.task}/{d.split} ({len(d.doc_ids)})" for d in calib.draws), markup=False, soft_wrap=True)
     return calib
 
 

@@ -120,3 +120,34 @@ def load(path: Path) -> tf.PreTrainedModel:
 def random_ids(batch: int = 2, seq_len: int = SEQ_LEN, seed: int = 0) -> torch.Tensor:
     """Deterministic random token ids, shape ``(batch, seq_len)``, int64."""
     return torch.randint(3, 128, (batch, seq_len), generator=torch.Generator().manual_seed(seed))
+
+
+# --- a tiny LM that can read any text (byte-level tokenizer), for scorer and CLI tests ---------------
+
+BYTE_VOCAB = 260  # 256 byte symbols + <s>, </s>, <pad>, spare
+
+
+def byte_tokenizer() -> tf.PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with no merges: every UTF-8 byte is one token (ids 0-255)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {c: i for i, c in enumerate(alphabet)}
+    vocab.update({"<s>": 256, "</s>": 257, "<pad>": 258})
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    return tf.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4-block random Llama with the byte tokenizer, saved as an HF folder (several shards)."""
+    path = tmp_path_factory.mktemp("tiny_lm")
+    torch.manual_seed(0)
+    config = tf.LlamaConfig(vocab_size=BYTE_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                            num_attention_heads=4, num_key_value_heads=2, bos_token_id=256, eos_token_id=257,
+                            pad_token_id=258, max_position_embeddings=2048)
+    tf.LlamaForCausalLM(config).eval().save_pretrained(path, max_shard_size="40KB")
+    byte_tokenizer().save_pretrained(path)
+    return path

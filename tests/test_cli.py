@@ -1,0 +1,178 @@
+"""The CLI end to end on a tiny model (CliRunner): prune / score / export / eval / push, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from layershear.benchmarks import load_split
+from layershear.cli import cli
+from layershear.scorer import Scorer
+from tests.conftest import load
+
+GOALS = ["clean a pan", "open a jar", "dry wet shoes", "cut bread", "fix a chair", "boil an egg",
+         "plant a seed", "fold a shirt", "light a fire", "sharpen a knife", "paint a wall", "wash a car"]
+
+
+def _write_piqa(folder: Path, n: int, labels: list[int] | None = None) -> Path:
+    piqa = folder / "piqa"
+    piqa.mkdir(parents=True, exist_ok=True)
+    rows = [{"goal": f"How to {GOALS[i % 12]} ({i})?", "sol1": f"use a {'cloth' if i % 3 else 'stone'} {i % 5}",
+             "sol2": f"try the {'water' if i % 2 else 'sun'} then wait {i % 7}"} for i in range(n)]
+    (piqa / "valid.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (piqa / "valid-labels.lst").write_text("".join(f"{x}\n" for x in (labels or [0] * n)))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data_dirs(tiny_lm_dir, tmp_path_factory):
+    """PIQA-format data whose labels follow the tiny random model's own choices on 20 of 24 docs (so it is
+    above chance and relevance is defined), and a copy with every label wrong (relevance undefined)."""
+    from transformers import AutoTokenizer
+
+    base = _write_piqa(tmp_path_factory.mktemp("rigged"), 24)
+    items = load_split("piqa", "validation", source="local", data_dir=base)
+    scorer = Scorer(load(tiny_lm_dir), AutoTokenizer.from_pretrained(tiny_lm_dir), items)
+    preds = [int(ok) ^ 1 for ok in scorer.evaluate().correct]   # gold is 0: a wrong answer means it picked 1
+    labels = [p if i % 6 else 1 - p for i, p in enumerate(preds)]
+    good = _write_piqa(base, 24, labels)
+    bad = _write_piqa(tmp_path_factory.mktemp("hopeless"), 24, [1 - p for p in preds])
+    return good, bad
+
+
+def _run(*args: str):
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+def test_prune_end_to_end(tiny_lm_dir, data_dirs, tmp_path):
+    out = tmp_path / "pruned"
+    result = _run("prune", tiny_lm_dir, "--num-blocks", "2", "--calib", "piqa:16", "--data-dir", data_dirs[0],
+                  "--eval", "piqa", "--out", out, "--batch-size", "8")
+    assert result.exit_code == 0, result.output
+    assert "no local 'train' split" in result.output            # the fallback is announced
+    record = json.loads((out / "layershear.json").read_text())
+    removed = record["search"]["removed"]
+    assert len(removed) == 2 and record["search"]["kept"] == sorted(set(range(4)) - set(removed))
+    assert record["calibration"]["draws"][0]["split"] == "validation"
+    assert len(record["calibration"]["draws"][0]["doc_ids"]) == 16
+    assert len(record["search"]["steps"][0]["candidates"]) == 4
+    assert record["eval"]["base"][0]["num_docs"] == 8           # 24 docs - 16 used for calibration
+    assert record["search"]["full"]["accuracy"] > record["search"]["full"]["random"]
+    model = load(out)
+    assert model.config.num_hidden_layers == 2
+    card = (out / "README.md").read_text()
+    assert all(f"| {b} |" in card or f"{b}" in card for b in removed) and "layershear" in card
+    # the pruned model's calibration accuracy, recomputed from the exported folder, matches the record
+    from transformers import AutoTokenizer
+
+    items = load_split("piqa", "validation", source="local", data_dir=data_dirs[0])
+    doc_ids = record["calibration"]["draws"][0]["doc_ids"]
+    scorer = Scorer(model, AutoTokenizer.from_pretrained(out), [items[i] for i in doc_ids])
+    assert scorer.evaluate().accuracy == pytest.approx(record["search"]["final"]["accuracy"])
+
+
+def test_score_json_to_stdout(tiny_lm_dir, data_dirs):
+    result = _run("score", tiny_lm_dir, "--calib", "piqa:16", "--data-dir", data_dirs[0], "--json", "-")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert [b["block_idx"] for b in record["blocks"]] == [0, 1, 2, 3]
+    assert all(b["relevance"] <= 1.0 for b in record["blocks"])
+    assert record["full"]["accuracy"] > record["full"]["random"]
+
+
+def test_export_and_eval_two_models(tiny_lm_dir, data_dirs, tmp_path):
+    out = tmp_path / "drop1"
+    assert _run("export", tiny_lm_dir, "--drop", "1,3", "--out", out).exit_code == 0
+    assert load(out).config.num_hidden_layers == 2
+    result = _run("eval", tiny_lm_dir, out, "--tasks", "piqa:10", "--data-dir", data_dirs[0], "--json", "-")
+    assert result.exit_code == 0, result.output
+    results = json.loads(result.stdout)["results"]
+    assert set(results) == {str(tiny_lm_dir), str(out)}
+    assert results[str(out)][0]["num_docs"] == 10 and set(results[str(out)][0]["values"]) == {"acc", "acc_norm"}
+
+
+def _assert_one_error_line(result, match: str):
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    assert len(errors) == 1 and errors[0] == lines[-1] and match in errors[0], result.stderr
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (["--ratio", "0"], "--ratio must be in (0, 1)"),
+    (["--ratio", "1"], "--ratio must be in (0, 1)"),
+    (["--ratio", "0.5", "--calib", "hellaswg:0.1"], "Unknown task 'hellaswg'. Did you mean: hellaswag?"),
+    (["--num-blocks", "4"], "Cannot remove 4 of 4 blocks"),
+])
+def test_prune_bad_input(tiny_lm_dir, data_dirs, tmp_path, args, match):
+    out = tmp_path / "out"
+    base = ["prune", tiny_lm_dir, "--data-dir", data_dirs[0], "--out", out]
+    if "--calib" not in args:
+        base += ["--calib", "piqa:8"]
+    _assert_one_error_line(_run(*base, *args), match)
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_missing_model_folder(tmp_path, data_dirs):
+    result = _run("prune", "./no/such/model", "--ratio", "0.25", "--calib", "piqa:8", "--data-dir", data_dirs[0],
+                  "--out", tmp_path / "o")
+    _assert_one_error_line(result, "does not exist")
+
+
+def test_existing_output_is_refused_and_untouched(tiny_lm_dir, data_dirs, tmp_path):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    result = _run("prune", tiny_lm_dir, "--ratio", "0.25", "--calib", "piqa:8", "--data-dir", data_dirs[0], "--out", out)
+    _assert_one_error_line(result, "exists; pass --overwrite")
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    _assert_one_error_line(_run("export", tiny_lm_dir, "--drop", "1", "--out", out), "exists")
+
+
+def test_relevance_undefined_when_model_is_at_chance(tiny_lm_dir, data_dirs, tmp_path):
+    result = _run("prune", tiny_lm_dir, "--num-blocks", "1", "--calib", "piqa:16", "--data-dir", data_dirs[1],
+                  "--out", tmp_path / "o")
+    _assert_one_error_line(result, "not above random")
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_drop_list(tiny_lm_dir, tmp_path):
+    _assert_one_error_line(_run("export", tiny_lm_dir, "--drop", "1,x", "--out", tmp_path / "o"), "comma-separated")
+    _assert_one_error_line(_run("export", tiny_lm_dir, "--drop", "9", "--out", tmp_path / "o"), "9")
+
+
+def test_push_to_hub_uses_create_repo_and_upload_folder(tiny_lm_dir, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("init", token))
+
+        def create_repo(self, repo_id, **kw):
+            calls.append(("create_repo", repo_id, kw))
+
+        def upload_folder(self, **kw):
+            calls.append(("upload_folder", kw))
+            return type("Info", (), {"commit_url": "https://hub/commit/1"})()
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_x")
+    result = _run("push", tiny_lm_dir, "me/tiny", "--private")
+    assert result.exit_code == 0, result.output
+    assert calls[1] == ("create_repo", "me/tiny", {"private": True, "exist_ok": True, "repo_type": "model"})
+    assert calls[2][1]["repo_id"] == "me/tiny" and calls[2][1]["folder_path"] == str(tiny_lm_dir)
+
+
+def test_push_without_token_is_one_clear_error(tiny_lm_dir, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    _assert_one_error_line(_run("push", tiny_lm_dir, "me/tiny"), "No Hugging Face token found")
