@@ -7,11 +7,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from layershear.calibration import build_calibration, build_eval  # noqa: E402
-from layershear.export import Exporter  # noqa: E402
-from layershear.recipe import load_calibration, load_eval_suite  # noqa: E402
-from layershear.scorer import BlockScore, Evaluation, Scorer  # noqa: E402
-from layershear.search import GreedyPruner, SearchResult, num_blocks_to_drop  # noqa: E402
+from layershear.calibration import build_calibration, build_eval
+from layershear.export import Exporter
+from layershear.recipe import load_calibration, load_eval_suite
+from layershear.scorer import BlockScore, Evaluation, Scorer
+from layershear.search import GreedyPruner, SearchResult, num_blocks_to_drop
 
 __all__ = ["BlockScore", "Evaluation", "Exporter", "GreedyPruner", "Scorer", "SearchResult", "__version__",
            "build_calibration", "build_eval", "load_calibration", "load_eval_suite", "num_blocks_to_drop"]

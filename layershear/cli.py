@@ -175,7 +175,7 @@ def prune(model, ratio, num_blocks, calib_spec, metric, out, overwrite, beam_wid
                          add_bos=add_bos, bar=bar, task_id=task_id)
         evals = 1 + sum(beam_width * (n_blocks - k) for k in range(num_drop))
         bar.update(task_id, total=evals * len(scorer.batches))
-        result = GreedyPruner(scorer, beam_width=beam_width).prune(num_drop)
+        result = GreedyPruner(scorer, beam_width=beam_width, on_step=_print_step).prune(num_drop)
         bar.update(task_id, completed=evals * len(scorer.batches), description="scoring done")
     seconds = time.perf_counter() - started
     OUT.print(steps_table(result))
@@ -189,6 +189,13 @@ def prune(model, ratio, num_blocks, calib_spec, metric, out, overwrite, beam_wid
         from layershear.hub import push_to_hub
 
         ERR.print(f"pushed: {push_to_hub(out, push_repo, private=private)}", markup=False)
+
+
+def _print_step(depth: int, total: int, step) -> None:
+    from layershear.render import ERR
+
+    ERR.print(f"step {depth}/{total}: removed block {step.chosen.block_idx} (relevance {step.chosen.relevance:+.4f}, "
+              f"calibration acc {100 * step.after.accuracy:.2f}%)", markup=False, soft_wrap=True)
 
 
 def _parse_size(text: str) -> int:
@@ -268,8 +275,8 @@ def _export(model, revision, result, record, out, overwrite, max_shard_bytes, re
 def score(model, calib_spec, metric, drop_text, json_path, data_source, data_dir, batch_size, max_length, add_bos,
           dtype, device, revision) -> None:
     """Relevance of every block of MODEL on a calibration set (one greedy step, nothing removed)."""
-    from layershear.render import ERR, OUT, progress, relevance_table
-    from layershear.report import block_scores, calibration_dict, dumps, run_record
+    from layershear.render import OUT, progress, relevance_table
+    from layershear.report import block_scores, calibration_dict, run_record
 
     drop = _parse_blocks(drop_text) if drop_text else []
     calib = _calibration(calib_spec, data_source, data_dir)

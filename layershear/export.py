@@ -18,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from layershear.arch import block_layout, layer_count
-from layershear.errors import ExportError, LayershearError
+from layershear.errors import ExportError
 from layershear.layer_config import keep_from_drop, prune_config
 from layershear.model_io import resolve_checkpoint
 
@@ -85,7 +85,7 @@ class Exporter:
             return dict(index.get("weight_map", {}))
         if (self.source / _SINGLE).is_file():
             with safe_open(self.source / _SINGLE, framework="pt") as f:
-                return {k: _SINGLE for k in f.keys()}
+                return {k: _SINGLE for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
         if any(self.source.glob("*.bin")) or any(self.source.glob("*.pt")) or any(self.source.glob("*.pth")):
             raise ExportError(
                 f"{self.source} holds only pickle (.bin/.pt) weights; layershear exports safetensors only. "

@@ -63,7 +63,7 @@ def encode_requests(items: Sequence[MCItem], tokenizer, *, add_bos: bool = False
     ctxs = tokenizer([ctx for _, _, ctx, _ in pairs], add_special_tokens=False)["input_ids"]
     prefix = [_prefix_token_id(tokenizer)] if add_bos else []
     requests = []
-    for (i, c, ctx_text, _), whole, ctx in zip(pairs, wholes, ctxs):
+    for (i, c, _, _), whole, ctx in zip(pairs, wholes, ctxs):
         cont = whole[len(ctx):]
         if not cont:
             raise ScoringError(f"{items[i].task} doc {items[i].doc_id} choice {c}: empty continuation after tokenisation")

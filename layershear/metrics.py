@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from layershear.benchmarks import MCItem, random_accuracy
+from layershear.benchmarks import MCItem
 from layershear.errors import ScoringError
 
 METRICS = ("acc", "acc_norm")

@@ -71,10 +71,7 @@ def eval_table(columns: dict[str, Sequence[TaskResult]], *, title: str = "Held-o
     averages: dict[str, list[float]] = {name: [] for name in columns}
     for k, ref in enumerate(first):
         for metric in ref.values:
-            cells = []
-            for name, results in columns.items():
-                r = results[k]
-                cells.append(f"{_pct(r.values[metric])} ± {_pct(r.stderrs[metric])}")
+            cells = [f"{_pct(res[k].values[metric])} ± {_pct(res[k].stderrs[metric])}" for res in columns.values()]
             table.add_row(ref.task, metric, str(ref.num_docs), _pct(ref.random), *cells)
         main = "acc_norm" if "acc_norm" in ref.values else "acc"
         for name, results in columns.items():

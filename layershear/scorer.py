@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 import torch
 
 from layershear.arch import decoder_blocks
-from layershear.benchmarks import MCItem, get_task
+from layershear.benchmarks import MCItem, get_task, random_accuracy
 from layershear.errors import ScoringError
 from layershear.loglik import encode_requests, length_sorted_batches, loglikelihoods
-from layershear.benchmarks import random_accuracy
 from layershear.metrics import correct, item_scores, relevance, relevance_or_none
 from layershear.surgery import drop_blocks
 

@@ -33,7 +33,7 @@ def load_hub_rows(spec: TaskSpec, split: str) -> list[dict[str, Any]]:
     LOG.info("loading %s split %s from the Hub", where, split)
     try:
         dataset = datasets.load_dataset(spec.hub_path, spec.hub_name, split=split)
-    except Exception as e:  # noqa: BLE001 - network, auth and lookup errors all end the same way
+    except Exception as e:
         first_line = (str(e).strip().splitlines() or [""])[0][:300]
         raise BenchmarkError(
             f"Could not load {where} split {split!r} for task {spec.name} from the Hugging Face Hub "

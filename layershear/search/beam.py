@@ -17,8 +17,9 @@ from layershear.scorer import BlockScore, Evaluation, block_score
 from layershear.search.result import SearchResult, SearchStep
 
 Evaluate = Callable[[frozenset[int]], Evaluation]
-#: on_step(step, result_so_far_steps): called when a depth is complete (for progress / logging).
-StepFn = Callable[[int, int], None]
+#: on_step(depth, num_drop, best): called when a depth is complete; ``best`` is the last step of the
+#: best path so far (for progress lines and logging).
+StepFn = Callable[[int, int, SearchStep], None]
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def beam_search(evaluate: Evaluate, *, num_blocks: int, num_drop: int, width: in
         num_blocks: N, blocks in the full model.
         num_drop: blocks to remove, 1 <= num_drop < N.
         width: beam width; 1 = greedy.
-        on_step: called as ``on_step(depth, num_drop)`` after each depth.
+        on_step: called as ``on_step(depth, num_drop, best_step)`` after each depth.
 
     Returns:
         The best path found; for width 1 exactly the greedy removal order.
@@ -88,6 +89,6 @@ def beam_search(evaluate: Evaluate, *, num_blocks: int, num_drop: int, width: in
                     candidates[child.evaluation.drop] = child
         beam = sorted(candidates.values(), key=_path_key)[:width]
         if on_step is not None:
-            on_step(depth, num_drop)
+            on_step(depth, num_drop, beam[0].steps[-1])
     best = beam[0]
     return SearchResult(num_blocks=num_blocks, removed=best.removed, steps=best.steps, full=full, beam_width=width)
