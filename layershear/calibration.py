@@ -43,7 +43,10 @@ class CalibrationSet:
 
     def used(self) -> dict[tuple[str, str], frozenset[int]]:
         """(task, split) -> doc ids used for calibration; evaluation must skip them."""
-        return {(d.task, d.split): frozenset(d.doc_ids) for d in self.draws}
+        used: dict[tuple[str, str], frozenset[int]] = {}
+        for d in self.draws:
+            used[(d.task, d.split)] = used.get((d.task, d.split), frozenset()) | frozenset(d.doc_ids)
+        return used
 
 
 def _choose_split(entry: CalibTask, source: str, data_dir: Path | None) -> tuple[str, str | None]:
@@ -114,5 +117,8 @@ def build_eval(suite: EvalSuite, *, exclude: Mapping[tuple[str, str], frozenset[
         split = entry.split or get_task(entry.task).eval_split
         skip = exclude.get((entry.task, split), frozenset())
         docs = [d for d in load_split(entry.task, split, source=source, data_dir=data_dir) if d.doc_id not in skip]
+        if not docs:
+            raise RecipeError(f"{entry.task}/{split}: no documents left after skipping the {len(skip)} used for "
+                              "calibration; calibrate on a smaller fraction or evaluate another split")
         out[entry.task] = docs[:entry.limit] if entry.limit else docs
     return out

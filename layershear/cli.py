@@ -63,7 +63,8 @@ def _data_options(f):
     f = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                      help="Folder of local benchmark copies (default: $LAYERSHEAR_DATA or ../shared/data/benchmarks).")(f)
     f = click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Sequences per forward pass.")(f)
-    f = click.option("--max-length", type=click.IntRange(min=8), default=2048, show_default=True, help="Left-truncate inputs to this many tokens.")(f)
+    f = click.option("--max-length", type=click.IntRange(min=8), default=None,
+                     help="Left-truncate inputs to this many tokens [default: the model's context length, as lm-eval].")(f)
     f = click.option("--add-bos", is_flag=True, help="Prepend BOS to every context (models that always expect it, e.g. Gemma).")(f)
     return f
 
@@ -141,7 +142,8 @@ def _scorer(model, tokenizer, calib, *, batch_size, max_length, metric, add_bos,
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out folder (only once the new one is complete).")
 @click.option("--beam", "beam_width", type=click.IntRange(min=1), default=1, show_default=True,
               help="Beam width; 1 = the paper's greedy search, >1 backtracks over the best partial drop sets.")
-@click.option("--eval", "eval_spec", default=None, help="Eval suite run before and after pruning on held-out docs (e.g. paper, demo).")
+@click.option("--eval", "eval_spec", default=None,
+              help="Eval suite run before and after pruning on held-out docs (eval-paper, eval-demo, or task[:limit],...).")
 @click.option("--push-to-hub", "push_repo", default=None, help="Also upload the pruned model to this Hub repo (user/name).")
 @click.option("--private", is_flag=True, help="Create the Hub repo as private.")
 @click.option("--max-shard-size", default="5GB", show_default=True, help="Largest safetensors shard (e.g. 2GB, 500MB).")
@@ -150,17 +152,27 @@ def _scorer(model, tokenizer, calib, *, batch_size, max_length, metric, add_bos,
 def prune(model, ratio, num_blocks, calib_spec, metric, out, overwrite, beam_width, eval_spec, push_repo, private,
           max_shard_size, data_source, data_dir, batch_size, max_length, add_bos, dtype, device, revision) -> None:
     """Score blocks, remove the least relevant ones greedily, export the pruned MODEL (Hub id or local folder)."""
+    from layershear.benchmarks import find_data_dir
+    from layershear.calibration import build_eval
     from layershear.recipe import load_eval_suite
-    from layershear.search import GreedyPruner, num_blocks_to_drop
+    from layershear.search import GreedyPruner, check_ratio, num_blocks_to_drop
 
-    if ratio is None and num_blocks is None:
-        raise LayershearError("Give --ratio (e.g. 0.25) or --num-blocks (e.g. 8)")
+    # everything that can be checked before the (long) search is checked here
+    if (ratio is None) == (num_blocks is None):
+        raise LayershearError("Give exactly one of --ratio (e.g. 0.25) or --num-blocks (e.g. 8)")
     if ratio is not None:
-        num_blocks_to_drop(100, ratio=ratio)  # validates the range before anything heavy runs
+        check_ratio(ratio)
+    elif num_blocks < 1:
+        raise LayershearError(f"--num-blocks must be >= 1, got {num_blocks}")
     _check_out(out, overwrite)
     max_shard_bytes = _parse_size(max_shard_size)
-    suite = load_eval_suite(eval_spec) if eval_spec else None
+    if push_repo:
+        from layershear.hub import check_token
+
+        check_token(push_repo)
     calib = _calibration(calib_spec, data_source, data_dir)
+    eval_tasks = build_eval(load_eval_suite(eval_spec), exclude=calib.used(), source=data_source,
+                            data_dir=find_data_dir(data_dir)) if eval_spec else None
     hf_model, tokenizer = _load(model, dtype, device, revision)
     from layershear.arch import decoder_blocks
     from layershear.render import ERR, OUT, progress, steps_table
@@ -179,8 +191,8 @@ def prune(model, ratio, num_blocks, calib_spec, metric, out, overwrite, beam_wid
         bar.update(task_id, completed=evals * len(scorer.batches), description="scoring done")
     seconds = time.perf_counter() - started
     OUT.print(steps_table(result))
-    evaluation = _before_after(hf_model, tokenizer, suite, calib, result.drop, data_source, data_dir,
-                               batch_size=batch_size, max_length=max_length, add_bos=add_bos) if suite else None
+    evaluation = _before_after(hf_model, tokenizer, eval_spec, eval_tasks, result.drop, batch_size=batch_size,
+                               max_length=max_length, add_bos=add_bos) if eval_tasks else None
     record = _prune_record(model, calib, scorer, result, evaluation, seconds, metric=metric, ratio=ratio,
                            dtype=dtype, device=device, eval_spec=eval_spec)
     _export(model, revision, result, record, out, overwrite, max_shard_bytes, calib.recipe, max_shard=max_shard_size)
@@ -194,33 +206,30 @@ def prune(model, ratio, num_blocks, calib_spec, metric, out, overwrite, beam_wid
 def _print_step(depth: int, total: int, step) -> None:
     from layershear.render import ERR
 
-    ERR.print(f"step {depth}/{total}: removed block {step.chosen.block_idx} (relevance {step.chosen.relevance:+.4f}, "
-              f"calibration acc {100 * step.after.accuracy:.2f}%)", markup=False, soft_wrap=True)
+    ERR.print(f"step {depth}/{total}: best drop set so far {sorted(step.after.drop)}, last removed block "
+              f"{step.chosen.block_idx} (relevance {step.chosen.relevance:+.4f}, calibration acc "
+              f"{100 * step.after.accuracy:.2f}%)", markup=False, soft_wrap=True)
 
 
 def _parse_size(text: str) -> int:
     units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "B": 1}
     t = text.strip().upper()
     for unit, factor in sorted(units.items(), key=lambda kv: -len(kv[0])):
-        if t.endswith(unit) and t[: -len(unit)].strip().replace(".", "", 1).isdigit():
-            return int(float(t[: -len(unit)]) * factor)
-    raise LayershearError(f"Bad size {text!r}; write e.g. 5GB, 500MB or 2GiB")
+        number = t[: -len(unit)].strip()
+        if t.endswith(unit) and number.replace(".", "", 1).isdigit() and float(number) * factor >= 1:
+            return int(float(number) * factor)
+    raise LayershearError(f"Bad size {text!r}; write a positive size such as 5GB, 500MB or 2GiB")
 
 
-def _before_after(model, tokenizer, suite, calib, drop, data_source, data_dir, **kw):
-    from layershear.benchmarks import find_data_dir
-    from layershear.calibration import build_eval
-    from layershear.render import OUT
+def _before_after(model, tokenizer, suite_name, tasks, drop, **kw):
+    from layershear.render import OUT, eval_table
     from layershear.surgery import drop_blocks
 
-    tasks = build_eval(suite, exclude=calib.used(), source=data_source, data_dir=find_data_dir(data_dir))
     base = _run_eval(model, tokenizer, tasks, "base", **kw)
     with drop_blocks(model, drop):
         pruned = _run_eval(model, tokenizer, tasks, "pruned", **kw)
-    from layershear.render import eval_table
-
-    OUT.print(eval_table({"base": base, "pruned": pruned}, title=f"Held-out evaluation ({suite.name})"))
-    return {"suite": suite.name, "base": base, "pruned": pruned}
+    OUT.print(eval_table({"base": base, "pruned": pruned}, title=f"Held-out evaluation ({suite_name})"))
+    return {"suite": suite_name, "base": base, "pruned": pruned}
 
 
 def _run_eval(model, tokenizer, tasks, name, **kw):
@@ -279,6 +288,7 @@ def score(model, calib_spec, metric, drop_text, json_path, data_source, data_dir
     from layershear.report import block_scores, calibration_dict, run_record
 
     drop = _parse_blocks(drop_text) if drop_text else []
+    _check_json_path(json_path)
     calib = _calibration(calib_spec, data_source, data_dir)
     hf_model, tokenizer = _load(model, dtype, device, revision)
     with progress() as bar:
@@ -301,6 +311,11 @@ def score(model, calib_spec, metric, drop_text, json_path, data_source, data_dir
                                   "accuracy_by_task": parent.accuracy_by_task},
                             blocks=block_scores(scores))
         _write_json(record, json_path)
+
+
+def _check_json_path(path: str | None) -> None:
+    if path and path != "-" and not Path(path).parent.is_dir():
+        raise LayershearError(f"--json {path}: folder {str(Path(path).parent)!r} does not exist")
 
 
 def _write_json(record: dict, path: str) -> None:
@@ -340,7 +355,7 @@ def export(model, drop_text, out, overwrite, max_shard_size, revision) -> None:
 
 @cli.command(name="eval")
 @click.argument("models", nargs=-1, required=True)
-@click.option("--tasks", "tasks_spec", required=True, help="Eval suite name (paper, demo), YAML path, or inline task[:limit],...")
+@click.option("--tasks", "tasks_spec", required=True, help="Eval suite name (eval-paper, eval-demo), YAML path, or inline task[:limit],...")
 @click.option("--exclude-calib", "exclude_files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="layershear.json whose calibration docs are skipped (a model folder's own is used automatically).")
 @click.option("--json", "json_path", default=None, help="Write the results as JSON to this file ('-' = stdout).")
@@ -355,6 +370,7 @@ def eval_cmd(models, tasks_spec, exclude_files, json_path, data_source, data_dir
     from layershear.render import OUT, eval_table
     from layershear.report import eval_dict, run_record
 
+    _check_json_path(json_path)
     suite = load_eval_suite(tasks_spec)
     exclude = _exclusions([*exclude_files, *(Path(m) / "layershear.json" for m in models if (Path(m) / "layershear.json").is_file())])
     tasks = build_eval(suite, exclude=exclude, source=data_source, data_dir=find_data_dir(data_dir))
@@ -377,10 +393,10 @@ def _exclusions(files) -> dict[tuple[str, str], frozenset[int]]:
     for f in files:
         try:
             draws = json.loads(Path(f).read_text()).get("calibration", {}).get("draws", [])
-        except (OSError, json.JSONDecodeError) as e:
-            raise LayershearError(f"Cannot read calibration docs from {f}: {e}") from e
-        for d in draws:
-            out.setdefault((d["task"], d["split"]), set()).update(d["doc_ids"])
+            for d in draws:
+                out.setdefault((d["task"], d["split"]), set()).update(int(i) for i in d["doc_ids"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise LayershearError(f"Cannot read calibration docs from {f} (expected a layershear.json): {e!r}") from e
     return {k: frozenset(v) for k, v in out.items()}
 
 

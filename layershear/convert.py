@@ -56,6 +56,8 @@ def convert_gguf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike, *, dt
     src, out = Path(gguf_path), Path(out_dir)
     if not src.is_file():
         raise LayershearError(f"GGUF file {str(src)!r} does not exist")
+    if out.exists() and not out.is_dir():
+        raise LayershearError(f"Output {str(out)!r} is a file; choose a folder for --out")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise LayershearError(f"Output folder {str(out)!r} exists; pass --overwrite to replace it")
     if importlib.util.find_spec("gguf") is None:

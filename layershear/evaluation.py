@@ -6,7 +6,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from layershear.benchmarks import MCItem, get_task, random_accuracy
-from layershear.loglik import encode_requests, length_sorted_batches, loglikelihoods
+from layershear.errors import ScoringError
+from layershear.loglik import default_max_length, encode_requests, length_sorted_batches, loglikelihoods
 from layershear.metrics import correct, item_scores, stderr
 
 
@@ -21,17 +22,19 @@ class TaskResult:
     random: float
 
 
-def evaluate_items(model, tokenizer, items: Sequence[MCItem], *, batch_size: int = 16, max_length: int = 2048,
+def evaluate_items(model, tokenizer, items: Sequence[MCItem], *, batch_size: int = 16, max_length: int | None = None,
                    add_bos: bool = False, on_batch: Callable[[], None] | None = None) -> TaskResult:
     """Score one task's items with every metric its lm-eval YAML lists (acc, and acc_norm where listed).
 
     Raises:
         ScoringError: empty ``items``.
     """
-    task = items[0].task if items else "?"
+    if not items:
+        raise ScoringError("evaluate_items() needs at least one document")
+    task = items[0].task
     requests = encode_requests(items, tokenizer, add_bos=add_bos)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    lls = loglikelihoods(model, requests, max_length=max_length, pad_id=pad_id,
+    lls = loglikelihoods(model, requests, max_length=max_length or default_max_length(model), pad_id=pad_id,
                          batches=length_sorted_batches(requests, batch_size), on_batch=on_batch)
     values, errs = {}, {}
     for metric in get_task(task).metrics:

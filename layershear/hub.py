@@ -8,6 +8,20 @@ from pathlib import Path
 from layershear.errors import HubError
 
 
+def check_token(repo_id: str, token: str | None = None) -> str:
+    """The Hub token (argument, HF_TOKEN or the saved login).
+
+    Raises:
+        HubError: there is none.
+    """
+    from huggingface_hub import get_token
+
+    token = token or get_token()
+    if not token:
+        raise HubError(f"No Hugging Face token found to push to {repo_id!r}; run `hf auth login` or set HF_TOKEN")
+    return token
+
+
 def push_to_hub(folder: str | os.PathLike, repo_id: str, *, private: bool = False, token: str | None = None,
                 commit_message: str = "Upload pruned model (layershear)") -> str:
     """Create ``repo_id`` (if needed) and upload ``folder`` to it.
@@ -18,12 +32,9 @@ def push_to_hub(folder: str | os.PathLike, repo_id: str, *, private: bool = Fals
     Raises:
         HubError: no token, network failure, or the Hub refused (one line, with the fix).
     """
-    from huggingface_hub import HfApi, get_token
+    from huggingface_hub import HfApi
 
-    token = token or get_token()
-    if not token:
-        raise HubError("No Hugging Face token found; run `hf auth login` or set HF_TOKEN, then push again "
-                       f"with `layershear push {folder} {repo_id}`")
+    token = check_token(repo_id, token)
     if not Path(folder, "config.json").is_file():
         raise HubError(f"{folder} is not an exported model folder (no config.json)")
     api = HfApi(token=token)

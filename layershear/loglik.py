@@ -74,6 +74,22 @@ def encode_requests(items: Sequence[MCItem], tokenizer, *, add_bos: bool = False
     return requests
 
 
+def default_max_length(model, fallback: int = 2048) -> int:
+    """lm-eval's ``HFLM.max_length``: the model config's context length, else ``fallback`` tokens."""
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(model.config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return fallback
+
+
+def check_lengths(requests: Sequence[EncodedRequest], max_length: int) -> None:
+    """Raises ScoringError if a continuation alone does not fit in ``max_length`` tokens (it could not be scored whole)."""
+    longest = max((len(r.continuation_ids) for r in requests), default=0)
+    if longest > max_length:
+        raise ScoringError(f"a continuation is {longest} tokens long, more than --max-length {max_length}; raise --max-length")
+
+
 def length_sorted_batches(requests: Sequence[EncodedRequest], batch_size: int) -> list[list[int]]:
     """Indices of ``requests`` grouped into batches, longest first (lm-eval's reordering)."""
     order = sorted(range(len(requests)), key=lambda k: (-requests[k].num_tokens, k))
@@ -87,7 +103,7 @@ def _batch_tensors(batch: Sequence[EncodedRequest], max_length: int, pad_id: int
         inp = tokens[:-1]
         n_cont = min(len(req.continuation_ids), len(inp))
         rows.append(inp)
-        spans.append((len(inp) - n_cont, len(inp), tokens[len(tokens) - n_cont:]))
+        spans.append((len(inp) - n_cont, len(inp), tokens[len(tokens) - n_cont:]))  # n_cont < len(tokens): check_lengths
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     for r, inp in enumerate(rows):
@@ -133,14 +149,19 @@ def loglikelihoods(
         model: a causal LM whose forward accepts ``logits_to_keep`` (transformers 5.x).
         requests: from :func:`encode_requests`.
         batch_size: sequences per forward pass.
-        max_length: inputs are left-truncated to this many tokens (lm-eval's ``max_length``).
+        max_length: inputs are left-truncated to this many tokens (lm-eval's ``max_length``, see
+            :func:`default_max_length`).
         pad_id: token id used for right padding (never scored, never attended to by real tokens).
         batches: precomputed :func:`length_sorted_batches` (reused across candidate models).
         on_batch: called after each forward pass (progress reporting).
 
     Returns:
         float64 tensor of shape ``[len(requests)]``, natural-log units, on CPU.
+
+    Raises:
+        ScoringError: a continuation is longer than ``max_length`` tokens.
     """
+    check_lengths(requests, max_length)
     batches = batches if batches is not None else length_sorted_batches(requests, batch_size)
     out = torch.empty(len(requests), dtype=torch.float64)
     for idx in batches:

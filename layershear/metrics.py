@@ -12,6 +12,15 @@ from layershear.errors import ScoringError
 
 METRICS = ("acc", "acc_norm")
 
+#: Accuracies within this of r(D) count as "at chance": r(D) is a float mean of 1/num_choices, so an
+#: exactly-at-chance model (2 of 10 five-choice items) can otherwise compare as 1e-17 above it.
+CHANCE_TOLERANCE = 1e-9
+
+
+def above_random(acc: float, r: float) -> bool:
+    """Whether ``acc`` exceeds r(D) by more than :data:`CHANCE_TOLERANCE` (relevance is defined)."""
+    return acc - r > CHANCE_TOLERANCE
+
 
 def item_scores(items: Sequence[MCItem], lls: torch.Tensor, *, metrics: Sequence[str]) -> list[torch.Tensor]:
     """Per-item choice scores: ``ll_i`` for ``acc``, ``ll_i / len(choice_i)`` for ``acc_norm``.
@@ -69,17 +78,16 @@ def relevance(acc_pruned: float, acc_full: float, r: float) -> float:
     Raises:
         ScoringError: ``acc_full <= r``; the score is undefined (division by zero).
     """
-    denom = max(acc_full - r, 0.0)
-    if denom <= 0.0:
+    if not above_random(acc_full, r):
         raise ScoringError(
             f"relevance is undefined: the model's accuracy {acc_full:.4f} is not above random ({r:.4f}) "
             "on this calibration set; use tasks on which the model is above chance")
-    return 1.0 - max(acc_pruned - r, 0.0) / denom
+    return 1.0 - max(acc_pruned - r, 0.0) / (acc_full - r)
 
 
 def relevance_or_none(acc_pruned: float, acc_full: float, r: float) -> float | None:
     """:func:`relevance`, or ``None`` where it is undefined (per-task breakdowns)."""
-    return None if acc_full - r <= 0.0 else relevance(acc_pruned, acc_full, r)
+    return relevance(acc_pruned, acc_full, r) if above_random(acc_full, r) else None
 
 
 def stderr(values: Sequence[float] | torch.Tensor) -> float:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from layershear.benchmarks import get_task
+from layershear.benchmarks import TASKS, get_task
 from layershear.errors import BenchmarkError, RecipeError
 
 #: Where a task's training split is missing from the local copies, calibration draws from this
@@ -60,13 +60,24 @@ class CalibrationRecipe(_Strict):
     seed: int = 1234
     tasks: tuple[CalibTask, ...]
 
+    @model_validator(mode="after")
+    def _unique(self) -> CalibrationRecipe:
+        _check_unique([t.task for t in self.tasks])
+        return self
+
+
+def _check_unique(tasks: list[str]) -> None:
+    dupes = sorted({t for t in tasks if tasks.count(t) > 1})
+    if dupes:
+        raise ValueError(f"task(s) listed twice: {', '.join(dupes)}; give each task once")
+
 
 class EvalTask(_Strict):
     """One task of an eval suite; ``split`` None = lm-eval's scored split; ``limit`` = first N docs."""
 
     task: str
     split: str | None = None
-    limit: int | None = None
+    limit: int | None = Field(default=None, ge=1)
 
 
 class EvalSuite(_Strict):
@@ -74,6 +85,11 @@ class EvalSuite(_Strict):
     name: str
     description: str = ""
     tasks: tuple[EvalTask, ...]
+
+    @model_validator(mode="after")
+    def _unique(self) -> EvalSuite:
+        _check_unique([t.task for t in self.tasks])
+        return self
 
 
 def recipe_dirs() -> list[Path]:
@@ -94,7 +110,7 @@ def available_recipes(kind: str) -> list[str]:
 def _read_yaml(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
+    except (OSError, ValueError, yaml.YAMLError) as e:
         raise RecipeError(f"Cannot read recipe {path}: {e}") from e
     if not isinstance(data, dict):
         raise RecipeError(f"Recipe {path} must be a YAML mapping")
@@ -138,10 +154,11 @@ def _resolve(spec: str, kind: str) -> tuple[dict, str]:
                 return _read_yaml(d / f"{spec}.yaml"), str(d / f"{spec}.yaml")
         known = available_recipes(kind)
         if get_task_or_none(spec) is None:
-            hint = difflib.get_close_matches(spec, known, n=3)
+            hint = difflib.get_close_matches(spec, known + sorted(TASKS), n=3)
             did = f" Did you mean: {', '.join(hint)}?" if hint else ""
-            raise RecipeError(f"Unknown {kind} recipe {spec!r}.{did} Available: {', '.join(known)}; "
-                              "or give a path, or an inline list like arc_easy:0.1,piqa:50")
+            example = "arc_easy:0.1,piqa:50" if kind == "calibration" else "arc_easy,piqa:200"
+            raise RecipeError(f"Unknown {kind} recipe or task {spec!r}.{did} Recipes: {', '.join(known)}; "
+                              f"tasks: {', '.join(sorted(TASKS))}; or give a path, or an inline list like {example}")
     return _parse_inline(spec, kind), "inline"
 
 
@@ -177,7 +194,7 @@ def load_calibration(spec: str) -> CalibrationRecipe:
     """
     data, origin = _resolve(spec, "calibration")
     if data.get("kind", "calibration") != "calibration":
-        raise RecipeError(f"{origin} is an {data.get('kind')} recipe, not a calibration recipe")
+        raise RecipeError(f"{origin} is a {data.get('kind')!r} recipe, not a calibration recipe")
     data.setdefault("name", Path(origin).stem if origin != "inline" else spec)
     return _validate(data, origin, CalibrationRecipe)
 
@@ -190,6 +207,6 @@ def load_eval_suite(spec: str) -> EvalSuite:
     """
     data, origin = _resolve(spec, "eval")
     if data.get("kind", "eval") != "eval":
-        raise RecipeError(f"{origin} is a {data.get('kind')} recipe, not an eval suite")
+        raise RecipeError(f"{origin} is a {data.get('kind')!r} recipe, not an eval suite")
     data.setdefault("name", Path(origin).stem if origin != "inline" else spec)
     return _validate(data, origin, EvalSuite)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,5 +60,16 @@ def run_record(*, command: str, settings: dict[str, Any], **sections: Any) -> di
             "command": command, "settings": settings, **sections}
 
 
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def dumps(record: dict[str, Any]) -> str:
-    return json.dumps(record, indent=2, sort_keys=False) + "\n"
+    """Strict JSON (NaN/inf, e.g. the stderr of one document, become null)."""
+    return json.dumps(_finite(record), indent=2, allow_nan=False) + "\n"

@@ -11,8 +11,8 @@ import torch
 from layershear.arch import decoder_blocks
 from layershear.benchmarks import MCItem, get_task, random_accuracy
 from layershear.errors import ScoringError
-from layershear.loglik import encode_requests, length_sorted_batches, loglikelihoods
-from layershear.metrics import correct, item_scores, relevance, relevance_or_none
+from layershear.loglik import check_lengths, default_max_length, encode_requests, length_sorted_batches, loglikelihoods
+from layershear.metrics import above_random, correct, item_scores, relevance, relevance_or_none
 from layershear.surgery import drop_blocks
 
 LOG = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class Evaluation:
 
     @property
     def above_random(self) -> bool:
-        return self.accuracy > self.random
+        return above_random(self.accuracy, self.random)
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class Scorer:
         tokenizer: its tokenizer.
         items: the calibration set D.
         batch_size: sequences per forward pass.
-        max_length: left-truncation length in tokens.
+        max_length: left-truncation length in tokens; None = the model's context length (lm-eval).
         metric: ``auto`` (acc_norm where the task reports it, else acc), ``acc`` or ``acc_norm``.
         add_bos: prepend BOS to every context (models trained to always see one, e.g. Gemma).
         on_progress: progress callback, see :data:`ProgressFn`.
@@ -106,7 +106,7 @@ class Scorer:
     """
 
     def __init__(self, model, tokenizer, items: Sequence[MCItem], *, batch_size: int = 16,
-                 max_length: int = 2048, metric: str = "auto", add_bos: bool = False,
+                 max_length: int | None = None, metric: str = "auto", add_bos: bool = False,
                  on_progress: ProgressFn | None = None) -> None:
         if not items:
             raise ScoringError("The calibration set is empty; check the recipe's tasks and fractions")
@@ -115,7 +115,8 @@ class Scorer:
         self.metrics = [task_metric(item.task, metric) for item in self.items]
         self.requests = encode_requests(self.items, tokenizer, add_bos=add_bos)
         self.batches = length_sorted_batches(self.requests, batch_size)
-        self.max_length = max_length
+        self.max_length = max_length or default_max_length(model)
+        check_lengths(self.requests, self.max_length)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.on_progress = on_progress
         self.num_blocks = len(decoder_blocks(model))

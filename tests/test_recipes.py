@@ -45,7 +45,7 @@ def test_recipe_file_path(tmp_path):
 
 @pytest.mark.parametrize(("spec", "match"), [
     ("hellaswg:0.1", r"Unknown task 'hellaswg'.*Did you mean: hellaswag"),
-    ("mix1O", r"Unknown calibration recipe 'mix1O'.*Did you mean: mix10"),
+    ("mix1O", r"Unknown calibration recipe or task 'mix1O'.*Did you mean: mix10"),
     ("arc_easy:lots", "Bad amount"),
     ("arc_easy", "needs an amount"),
     ("arc_easy:1.5", "fraction must be in"),
@@ -91,3 +91,21 @@ def test_evaluation_never_sees_calibration_docs():
     assert len(tasks["arc_easy"]) == 2376      # calibration drew from validation, eval scores test
     limited = build_eval(load_eval_suite("piqa:10"), exclude=used, source="local")
     assert len(limited["piqa"]) == 10 and not {d.doc_id for d in limited["piqa"]} & piqa_calib
+
+
+@pytest.mark.parametrize(("spec", "match"), [("piqa:0.1,piqa:20", "listed twice: piqa")])
+def test_duplicate_calibration_tasks_are_refused(spec, match):
+    with pytest.raises(RecipeError, match=match):
+        load_calibration(spec)
+
+
+def test_eval_limit_must_be_positive():
+    with pytest.raises(RecipeError, match="greater than or equal to 1"):
+        load_eval_suite("piqa:0")
+
+
+@needs_data
+def test_eval_with_nothing_left_after_calibration_is_an_error():
+    calib = build_calibration(load_calibration("piqa:1.0"), source="local")
+    with pytest.raises(RecipeError, match="no documents left"):
+        build_eval(load_eval_suite("piqa"), exclude=calib.used(), source="local")

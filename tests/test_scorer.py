@@ -106,3 +106,21 @@ def test_truncation_and_empty_context(tiny_lm_dir):
 def test_empty_calibration_set_is_an_error(tiny_lm_dir):
     with pytest.raises(LayershearError, match="calibration set is empty"):
         Scorer(None, None, [])
+
+
+def test_continuation_longer_than_max_length_is_an_error(tiny_lm_dir):
+    from transformers import AutoTokenizer
+
+    from layershear.benchmarks import MCItem
+    from layershear.errors import ScoringError
+
+    item = MCItem("piqa", 0, ("Q:", "Q:"), (" " + "x" * 40, " y"), 0, (40, 1))
+    with pytest.raises(ScoringError, match="raise --max-length"):
+        Scorer(load(tiny_lm_dir), AutoTokenizer.from_pretrained(tiny_lm_dir), [item], max_length=16)
+
+
+def test_default_max_length_follows_the_model_config(tiny_checkpoints):
+    from layershear.loglik import default_max_length
+
+    assert default_max_length(load(tiny_checkpoints("gpt2"))) == 64          # n_positions
+    assert default_max_length(load(tiny_checkpoints("llama"))) == 2048       # max_position_embeddings

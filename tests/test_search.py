@@ -107,3 +107,19 @@ def test_num_blocks_to_drop_rounds_half_up(n, ratio, expected):
 def test_num_blocks_to_drop_rejects_bad_values(kwargs, match):
     with pytest.raises(LayershearError, match=match):
         num_blocks_to_drop(30, **kwargs)
+
+
+def test_beam_drops_paths_at_chance_but_keeps_searching():
+    # removing 0 first looks best, but {0, x} is at chance (0.2 < 0.25) for every x. With width 3 the
+    # beam at depth 2 holds {1, 2} (0.7), {1, 3} (0.3) and a dead {0, 1} (0.2): the dead path is skipped.
+    cost = {0: 0.0, 1: 0.1, 2: 0.1, 3: 0.5}
+    pair = {frozenset({0, 1}): 0.6, frozenset({0, 2}): 0.6, frozenset({0, 3}): 0.2}
+    result = beam_search(Counting(cost, pair_penalty=pair), num_blocks=4, num_drop=3, width=3)
+    assert set(result.removed) == {1, 2, 3} and result.steps[1].after.accuracy == pytest.approx(0.7)
+    with pytest.raises(ScoringError, match="not above random"):
+        beam_search(Counting(cost, pair_penalty=pair), num_blocks=4, num_drop=3, width=1)
+
+
+def test_ratio_rounding_is_exact_for_decimal_ratios():
+    assert num_blocks_to_drop(50, ratio=0.29) == 15      # 14.5 rounds up (float math gives 14.499...)
+    assert num_blocks_to_drop(25, ratio=0.58) == 15

@@ -38,13 +38,15 @@ def rank_key(score: BlockScore) -> tuple:
     return (score.relevance, -score.accuracy, -score.gold_prob, score.block_idx)
 
 
+def _undefined(parent: Evaluation) -> ScoringError:
+    return ScoringError(
+        f"relevance is undefined: with blocks {sorted(parent.drop)} removed the calibration accuracy "
+        f"{parent.accuracy:.4f} is not above random ({parent.random:.4f}); remove fewer blocks or use "
+        "calibration tasks on which the model is above chance")
+
+
 def _expand(path: _Path, evaluate: Evaluate, num_blocks: int) -> list[_Path]:
     parent = path.evaluation
-    if not parent.above_random:
-        raise ScoringError(
-            f"relevance is undefined: with blocks {sorted(parent.drop)} removed the calibration accuracy "
-            f"{parent.accuracy:.4f} is not above random ({parent.random:.4f}); remove fewer blocks or use "
-            "calibration tasks on which the model is above chance")
     children = {b: evaluate(parent.drop | {b}) for b in range(num_blocks) if b not in parent.drop}
     scores = tuple(block_score(parent, ev, b) for b, ev in children.items())
     return [_Path(path.steps + (SearchStep(len(path.steps) + 1, s, scores, parent, children[s.block_idx]),),
@@ -82,7 +84,10 @@ def beam_search(evaluate: Evaluate, *, num_blocks: int, num_drop: int, width: in
     beam = [_Path((), full)]
     for depth in range(1, num_drop + 1):
         candidates: dict[frozenset[int], _Path] = {}
-        for path in beam:
+        alive = [path for path in beam if path.evaluation.above_random]
+        if not alive:        # a beam path at chance is dropped; the search stops only when all are
+            raise _undefined(beam[0].evaluation)
+        for path in alive:
             for child in _expand(path, evaluate, num_blocks):
                 best = candidates.get(child.evaluation.drop)
                 if best is None or _path_key(child) < _path_key(best):

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import math
+from decimal import ROUND_HALF_UP, Decimal
 
 from layershear.errors import LayershearError
 from layershear.scorer import Scorer
 from layershear.search.beam import StepFn, beam_search
 from layershear.search.result import SearchResult
+
+
+def check_ratio(ratio: float) -> None:
+    """Raises LayershearError unless 0 < ratio < 1."""
+    if not 0.0 < ratio < 1.0:
+        raise LayershearError(f"--ratio must be in (0, 1), got {ratio}; e.g. --ratio 0.25 removes a quarter of the blocks")
 
 
 def num_blocks_to_drop(num_blocks: int, *, ratio: float | None = None, num: int | None = None) -> int:
@@ -19,11 +25,9 @@ def num_blocks_to_drop(num_blocks: int, *, ratio: float | None = None, num: int 
     if (ratio is None) == (num is None):
         raise LayershearError("Give exactly one of --ratio or --num-blocks")
     if ratio is not None:
-        if not 0.0 < ratio < 1.0:
-            raise LayershearError(f"--ratio must be in (0, 1), got {ratio}; e.g. --ratio 0.25 removes a quarter of the blocks")
-        num = math.floor(ratio * num_blocks + 0.5)
-    assert num is not None
-    if not 1 <= num < num_blocks:
+        check_ratio(ratio)
+        num = int((Decimal(str(ratio)) * num_blocks).to_integral_value(rounding=ROUND_HALF_UP))
+    if num is None or not 1 <= num < num_blocks:
         raise LayershearError(f"Cannot remove {num} of {num_blocks} blocks; choose between 1 and {num_blocks - 1}")
     return num
 
