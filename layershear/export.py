@@ -7,7 +7,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from layershear.arch import block_layout, layer_count
+from layershear.atomic import atomic_folder
 from layershear.errors import ExportError
 from layershear.layer_config import keep_from_drop, prune_config
 from layershear.model_io import resolve_checkpoint
@@ -242,26 +242,21 @@ class Exporter:
         self._check_target(out, overwrite)
         entries = self._plan(keep)
         prune_config(self.config, keep=keep)  # fail on an inconsistent config before writing anything
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        files = dict(extra_files or {})
+        if card is not None:
+            files["README.md"] = card
+        bad = [name for name in files if Path(name).name != name]
+        if bad:
+            raise ExportError(f"extra file name {bad[0]!r} must be a plain file name")
         try:
-            self._write_weights(entries, tmp)
-            self._write_config(keep, tmp)
-            files = dict(extra_files or {})
-            if card is not None:
-                files["README.md"] = card
-            self._copy_small_files(tmp, {"config.json", *files})
-            for name, text in files.items():
-                if Path(name).name != name:
-                    raise ExportError(f"extra file name {name!r} must be a plain file name")
-                (tmp / name).write_text(text, encoding="utf-8")
-            _swap_into_place(tmp, out)
+            with atomic_folder(out) as tmp:
+                self._write_weights(entries, tmp)
+                self._write_config(keep, tmp)
+                self._copy_small_files(tmp, {"config.json", *files})
+                for name, text in files.items():
+                    (tmp / name).write_text(text, encoding="utf-8")
         except OSError as e:
-            shutil.rmtree(tmp, ignore_errors=True)
             raise ExportError(f"writing {out} failed: {e}") from e
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         LOG.info("exported %d of %d blocks to %s", len(keep), self.num_blocks, out)
         return out
 
@@ -272,21 +267,4 @@ class Exporter:
             raise ExportError(f"{out} is the source checkpoint; choose another output folder")
         if out.is_dir() and any(out.iterdir()) and not overwrite:
             raise ExportError(f"{out} exists; pass --overwrite to replace it")
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished ``tmp`` to ``out``; an old ``out`` is removed only after the rename succeeded."""
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.replace(out, old / out.name)
-    try:
-        os.replace(tmp, out)
-    except OSError:
-        os.replace(old / out.name, out)
-        raise
-    finally:
-        if out.exists():
-            shutil.rmtree(old, ignore_errors=True)
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import load
 
 from layershear.benchmarks import load_split
 from layershear.cli import cli
 from layershear.scorer import Scorer
-from tests.conftest import load
 
 GOALS = ["clean a pan", "open a jar", "dry wet shoes", "cut bread", "fix a chair", "boil an egg",
          "plant a seed", "fold a shirt", "light a fire", "sharpen a knife", "paint a wall", "wash a car"]

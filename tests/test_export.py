@@ -238,3 +238,12 @@ def test_model_card() -> None:
     assert "| 1 | 17 | 0.0012 | 0.6110 |" in body and "| 2 | 5 | n/a | n/a |" in body
     assert "2605.14075" in body and "Beyond Cosine Similarity" in body
     assert "layershear run recipe.yaml" in body and "0.1.0" in body and "arc_easy" in body
+
+
+def test_exported_folder_has_normal_permissions(tiny_checkpoints, tmp_path):
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    out = Exporter(tiny_checkpoints("llama")).export({1}, tmp_path / "perm")
+    assert out.stat().st_mode & 0o777 == 0o777 & ~mask

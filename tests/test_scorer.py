@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import load
 
 from layershear.benchmarks import find_data_dir, load_split
 from layershear.errors import LayershearError
 from layershear.export import Exporter
 from layershear.loglik import encode_requests
 from layershear.scorer import Scorer
-from tests.conftest import load
 
 pytestmark = pytest.mark.skipif(find_data_dir() is None, reason="../shared/data/benchmarks not found")
 
