@@ -381,7 +381,10 @@ def eval_cmd(models, tasks_spec, exclude_files, json_path, data_source, data_dir
                                   max_length=max_length, add_bos=add_bos)
         del hf_model
     if json_path != "-":
-        OUT.print(eval_table(columns, title=f"Held-out evaluation ({suite.name})"))
+        labels = {name: Path(name).name or name for name in columns}
+        if len(set(labels.values())) < len(labels):
+            labels = {name: name for name in columns}
+        OUT.print(eval_table({labels[n]: r for n, r in columns.items()}, title=f"Held-out evaluation ({suite.name})"))
     if json_path:
         _write_json(run_record(command=_command_line(), settings={"tasks": tasks_spec},
                                excluded={f"{t}/{s}": len(ids) for (t, s), ids in exclude.items()},
