@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -74,6 +75,9 @@ def _calib_options(f):
                      help="Calibration recipe: a name (mix10, demo), a YAML path, or inline task:amount,... (0.1 = fraction, 50 = docs).")(f)
     f = click.option("--metric", type=click.Choice(["auto", "acc", "acc_norm"]), default="auto", show_default=True,
                      help="Accuracy per task: auto = acc_norm where lm-eval reports it, else acc.")(f)
+    f = click.option("--engine", type=click.Choice(["fast", "reference"]), default="fast", show_default=True,
+                     help="fast: LM head on scored positions + cached-prefix block skipping; reference: full "
+                          "forward of every candidate (lm-eval's computation). Same answers.")(f)
     return f
 
 
@@ -123,14 +127,14 @@ def _calibration(spec: str, data_source: str, data_dir: Path | None):
     return calib
 
 
-def _scorer(model, tokenizer, calib, *, batch_size, max_length, metric, add_bos, bar, task_id):
+def _scorer(model, tokenizer, calib, *, batch_size, max_length, metric, add_bos, engine, bar, task_id):
     from layershear.scorer import Scorer
 
     def on_progress(label: str, done: int, total: int) -> None:
         bar.update(task_id, advance=1, description=label)
 
     return Scorer(model, tokenizer, calib.items, batch_size=batch_size, max_length=max_length, metric=metric,
-                  add_bos=add_bos, on_progress=on_progress)
+                  add_bos=add_bos, engine=engine, on_progress=on_progress)
 
 
 @cli.command()
@@ -149,7 +153,7 @@ def _scorer(model, tokenizer, calib, *, batch_size, max_length, metric, add_bos,
 @click.option("--max-shard-size", default="5GB", show_default=True, help="Largest safetensors shard (e.g. 2GB, 500MB).")
 @_data_options
 @_model_options
-def prune(model, ratio, num_blocks, calib_spec, metric, out, overwrite, beam_width, eval_spec, push_repo, private,
+def prune(model, ratio, num_blocks, calib_spec, metric, engine, out, overwrite, beam_width, eval_spec, push_repo, private,
           max_shard_size, data_source, data_dir, batch_size, max_length, add_bos, dtype, device, revision) -> None:
     """Score blocks, remove the least relevant ones greedily, export the pruned MODEL (Hub id or local folder)."""
     from layershear.benchmarks import find_data_dir
@@ -184,8 +188,9 @@ def prune(model, ratio, num_blocks, calib_spec, metric, out, overwrite, beam_wid
     with progress() as bar:
         task_id = bar.add_task("scoring", total=None)
         scorer = _scorer(hf_model, tokenizer, calib, batch_size=batch_size, max_length=max_length, metric=metric,
-                         add_bos=add_bos, bar=bar, task_id=task_id)
-        evals = 1 + sum(beam_width * (n_blocks - k) for k in range(num_drop))
+                         add_bos=add_bos, engine=engine, bar=bar, task_id=task_id)
+        captures = num_drop * beam_width if scorer.engine.skip_prefix else 0   # one caching pass per parent
+        evals = 1 + captures + sum(beam_width * (n_blocks - k) for k in range(num_drop))
         bar.update(task_id, total=evals * len(scorer.batches))
         result = GreedyPruner(scorer, beam_width=beam_width, on_step=_print_step).prune(num_drop)
         bar.update(task_id, completed=evals * len(scorer.batches), description="scoring done")
@@ -193,7 +198,7 @@ def prune(model, ratio, num_blocks, calib_spec, metric, out, overwrite, beam_wid
     OUT.print(steps_table(result))
     evaluation = _before_after(hf_model, tokenizer, eval_spec, eval_tasks, result.drop, batch_size=batch_size,
                                max_length=max_length, add_bos=add_bos) if eval_tasks else None
-    record = _prune_record(model, calib, scorer, result, evaluation, seconds, metric=metric, ratio=ratio,
+    record = _prune_record(model, calib, scorer, result, evaluation, seconds, metric=metric, engine=engine, ratio=ratio,
                            dtype=dtype, device=device, eval_spec=eval_spec)
     _export(model, revision, result, record, out, overwrite, max_shard_bytes, calib.recipe, max_shard=max_shard_size)
     ERR.print(f"wrote {out} (load it with AutoModelForCausalLM.from_pretrained({str(out)!r}))", markup=False)
@@ -242,20 +247,21 @@ def _run_eval(model, tokenizer, tasks, name, **kw):
         return [evaluate_items(model, tokenizer, items, on_batch=tick, **kw) for items in tasks.values() if items]
 
 
-def _prune_record(model, calib, scorer, result, evaluation, seconds, *, metric, ratio, dtype, device, eval_spec):
+def _prune_record(model, calib, scorer, result, evaluation, seconds, *, metric, engine, ratio, dtype, device, eval_spec):
     from layershear.report import calibration_dict, eval_dict, run_record, search_dict
 
     sections = {
         "model": {"source": model, "num_blocks": result.num_blocks},
         "calibration": calibration_dict(calib, metric=metric, num_tokens=scorer.num_tokens),
         "search": search_dict(result),
-        "cost": {"seconds": round(seconds, 2), "evaluations": scorer.num_evaluations,
-                 "tokens_per_evaluation": scorer.num_tokens, "forward_passes": scorer.num_evaluations * len(scorer.batches)},
+        "cost": {"seconds": round(seconds, 2), "engine": dataclasses.asdict(scorer.engine),
+                 "evaluations": scorer.num_evaluations, "tokens_per_evaluation": scorer.num_tokens,
+                 **dataclasses.asdict(scorer.stats)},
     }
     if evaluation:
         sections["eval"] = {"suite": evaluation["suite"], "base": eval_dict(evaluation["base"]),
                             "pruned": eval_dict(evaluation["pruned"])}
-    settings = {"ratio": ratio, "num_drop": len(result.removed), "metric": metric, "dtype": dtype, "device": device,
+    settings = {"ratio": ratio, "num_drop": len(result.removed), "metric": metric, "engine": engine, "dtype": dtype, "device": device,
                 "beam_width": result.beam_width, "eval": eval_spec}
     return run_record(command=_command_line(), settings=settings, **sections)
 
@@ -281,7 +287,7 @@ def _export(model, revision, result, record, out, overwrite, max_shard_bytes, re
 @click.option("--json", "json_path", default=None, help="Write the relevance table as JSON to this file ('-' = stdout).")
 @_data_options
 @_model_options
-def score(model, calib_spec, metric, drop_text, json_path, data_source, data_dir, batch_size, max_length, add_bos,
+def score(model, calib_spec, metric, engine, drop_text, json_path, data_source, data_dir, batch_size, max_length, add_bos,
           dtype, device, revision) -> None:
     """Relevance of every block of MODEL on a calibration set (one greedy step, nothing removed)."""
     from layershear.render import OUT, progress, relevance_table
@@ -294,11 +300,11 @@ def score(model, calib_spec, metric, drop_text, json_path, data_source, data_dir
     with progress() as bar:
         task_id = bar.add_task("scoring", total=None)
         scorer = _scorer(hf_model, tokenizer, calib, batch_size=batch_size, max_length=max_length, metric=metric,
-                         add_bos=add_bos, bar=bar, task_id=task_id)
+                         add_bos=add_bos, engine=engine, bar=bar, task_id=task_id)
         bad = [b for b in drop if not 0 <= b < scorer.num_blocks]
         if bad:
             raise LayershearError(f"--drop {bad} out of range: the model has blocks 0..{scorer.num_blocks - 1}")
-        bar.update(task_id, total=(1 + scorer.num_blocks - len(drop)) * len(scorer.batches))
+        bar.update(task_id, total=(1 + scorer.engine.skip_prefix + scorer.num_blocks - len(drop)) * len(scorer.batches))
         scores = scorer.score_blocks(drop)
     parent = scorer.evaluate(drop)
     if json_path != "-":

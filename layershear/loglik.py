@@ -112,16 +112,20 @@ def _batch_tensors(batch: Sequence[EncodedRequest], max_length: int, pad_id: int
 
 
 @torch.inference_mode()
-def batch_loglikelihoods(model, batch: Sequence[EncodedRequest], *, max_length: int, pad_id: int) -> torch.Tensor:
+def batch_loglikelihoods(model, batch: Sequence[EncodedRequest], *, max_length: int, pad_id: int,
+                         full_logits: bool = False) -> torch.Tensor:
     """Summed continuation log-probabilities of one batch.
+
+    ``full_logits`` computes the LM head at every position, as lm-eval does (the reference engine);
+    by default only the window of positions that are scored goes through it.
 
     Returns:
         float64 tensor of shape ``[len(batch)]`` (natural-log units), on CPU.
     """
     device = next(model.parameters()).device
     input_ids, spans = _batch_tensors(batch, max_length, pad_id)
-    first = min(s for s, _, _ in spans)
-    last = max(e for _, e, _ in spans)
+    first = 0 if full_logits else min(s for s, _, _ in spans)
+    last = input_ids.shape[1] if full_logits else max(e for _, e, _ in spans)
     keep = torch.arange(first, last, device=device)
     logits = model(input_ids=input_ids.to(device), logits_to_keep=keep, use_cache=False).logits
     logprobs = torch.log_softmax(logits.float(), dim=-1)
@@ -142,6 +146,7 @@ def loglikelihoods(
     pad_id: int = 0,
     batches: Sequence[Sequence[int]] | None = None,
     on_batch: Callable[[], None] | None = None,
+    full_logits: bool = False,
 ) -> torch.Tensor:
     """Log-likelihood of every request's continuation given its context under ``model``.
 
@@ -154,6 +159,7 @@ def loglikelihoods(
         pad_id: token id used for right padding (never scored, never attended to by real tokens).
         batches: precomputed :func:`length_sorted_batches` (reused across candidate models).
         on_batch: called after each forward pass (progress reporting).
+        full_logits: run the LM head on every position (lm-eval / reference engine).
 
     Returns:
         float64 tensor of shape ``[len(requests)]``, natural-log units, on CPU.
@@ -165,7 +171,8 @@ def loglikelihoods(
     batches = batches if batches is not None else length_sorted_batches(requests, batch_size)
     out = torch.empty(len(requests), dtype=torch.float64)
     for idx in batches:
-        out[idx] = batch_loglikelihoods(model, [requests[k] for k in idx], max_length=max_length, pad_id=pad_id)
+        out[idx] = batch_loglikelihoods(model, [requests[k] for k in idx], max_length=max_length, pad_id=pad_id,
+                                        full_logits=full_logits)
         if on_batch is not None:
             on_batch()
     return out

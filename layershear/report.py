@@ -16,7 +16,7 @@ from layershear.scorer import BlockScore, Evaluation
 from layershear.search.result import SearchResult
 
 
-def _evaluation(ev: Evaluation) -> dict[str, Any]:
+def _evaluation(ev: Evaluation) -> dict[str, Any]:  # per-request log-likelihoods stay out of the JSON
     return {"drop": sorted(ev.drop), "accuracy": ev.accuracy, "random": ev.random, "gold_prob": ev.gold_prob,
             "accuracy_by_task": ev.accuracy_by_task, "random_by_task": ev.random_by_task}
 

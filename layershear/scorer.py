@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -13,12 +14,46 @@ from layershear.benchmarks import MCItem, get_task, random_accuracy
 from layershear.errors import ScoringError
 from layershear.loglik import check_lengths, default_max_length, encode_requests, length_sorted_batches, loglikelihoods
 from layershear.metrics import above_random, correct, item_scores, relevance, relevance_or_none
+from layershear.prefix_cache import BlockInputs, capturing, injecting
 from layershear.surgery import drop_blocks
 
 LOG = logging.getLogger(__name__)
 
 #: on_progress(label, done, total): called after every forward batch.
 ProgressFn = Callable[[str, int, int], None]
+
+@dataclass(frozen=True)
+class Engine:
+    """Switches of the scoring engine; each gives the same numbers with less work.
+
+    ``scored_head``: the LM head (and its log-softmax) only on the window of scored positions, not
+    on every position. ``skip_prefix``: cached-prefix block skipping within a greedy step (see
+    :mod:`layershear.prefix_cache`).
+    """
+
+    scored_head: bool = True
+    skip_prefix: bool = True
+
+
+#: ``reference``: every candidate runs a full forward over every request with the LM head at every
+#: position (lm-eval's computation, the paper's N x T passes). ``fast``: all switches on.
+ENGINES: dict[str, Engine] = {"fast": Engine(), "reference": Engine(scored_head=False, skip_prefix=False)}
+
+
+@dataclass
+class EngineStats:
+    """Work done by a Scorer, counted from the batch shapes (for benchmarks and layershear.json).
+
+    ``block_tokens`` sums, over forward passes, padded tokens x decoder blocks run; ``head_positions``
+    counts the positions that went through the LM head; ``cache_bytes`` is the largest set of cached
+    block inputs held at once.
+    """
+
+    forward_passes: int = 0
+    padded_tokens: int = 0
+    block_tokens: int = 0
+    head_positions: int = 0
+    cache_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -37,6 +72,7 @@ class Evaluation:
     accuracy_by_task: dict[str, float]
     random_by_task: dict[str, float]
     correct: tuple[bool, ...] = field(repr=False)
+    loglikelihoods: torch.Tensor | None = field(default=None, repr=False, compare=False)  # float64 [num_requests]
 
     @property
     def above_random(self) -> bool:
@@ -94,10 +130,12 @@ class Scorer:
         max_length: left-truncation length in tokens; None = the model's context length (lm-eval).
         metric: ``auto`` (acc_norm where the task reports it, else acc), ``acc`` or ``acc_norm``.
         add_bos: prepend BOS to every context (models trained to always see one, e.g. Gemma).
+        engine: ``fast`` (default), ``reference`` (see :data:`ENGINES`) or an :class:`Engine`; all
+            give the same numbers (up to floating-point rounding of the LM head's batch shape).
         on_progress: progress callback, see :data:`ProgressFn`.
 
     Raises:
-        ScoringError: empty calibration set.
+        ScoringError: empty calibration set, unknown engine.
 
     Example:
         >>> scorer = Scorer(model, tokenizer, items)
@@ -107,9 +145,12 @@ class Scorer:
 
     def __init__(self, model, tokenizer, items: Sequence[MCItem], *, batch_size: int = 16,
                  max_length: int | None = None, metric: str = "auto", add_bos: bool = False,
-                 on_progress: ProgressFn | None = None) -> None:
+                 engine: str | Engine = "fast", on_progress: ProgressFn | None = None) -> None:
         if not items:
             raise ScoringError("The calibration set is empty; check the recipe's tasks and fractions")
+        if isinstance(engine, str) and engine not in ENGINES:
+            raise ScoringError(f"Unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
+        self.engine = ENGINES[engine] if isinstance(engine, str) else engine
         self.model = model
         self.items = list(items)
         self.metrics = [task_metric(item.task, metric) for item in self.items]
@@ -121,34 +162,60 @@ class Scorer:
         self.on_progress = on_progress
         self.num_blocks = len(decoder_blocks(model))
         self.num_evaluations = 0
+        self.stats = EngineStats()
         self._cache: dict[frozenset[int], Evaluation] = {}
+        self._prefix: BlockInputs | None = None   # block inputs of the last parent whose children were scored
+        self._shapes = [self._batch_shape(idx) for idx in self.batches]
+
+    def _batch_shape(self, idx: Sequence[int]) -> tuple[int, int, int]:
+        """(rows, padded width, LM-head window) of one batch, as loglik.batch_loglikelihoods builds it."""
+        reqs = [self.requests[k] for k in idx]
+        width = max(min(r.num_tokens, self.max_length) for r in reqs)
+        first = min(min(r.num_tokens, self.max_length) - len(r.continuation_ids) for r in reqs)
+        return len(reqs), width, width - first if self.engine.scored_head else width
+
+    def _count(self, blocks_run: int) -> None:
+        for rows, width, window in self._shapes:
+            self.stats.forward_passes += 1
+            self.stats.padded_tokens += rows * width
+            self.stats.block_tokens += rows * width * blocks_run
+            self.stats.head_positions += rows * window
 
     @property
     def num_tokens(self) -> int:
         """Tokens one evaluation feeds through the model (without padding)."""
         return sum(r.num_tokens for r in self.requests)
 
-    def loglikelihoods(self, drop: Iterable[int] = (), *, label: str = "") -> torch.Tensor:
-        """Per-request log-likelihoods (float64 ``[num_requests]``) with ``drop`` removed."""
+    def loglikelihoods(self, drop: Iterable[int] = (), *, label: str = "", hook=None,
+                       cache: BlockInputs | None = None) -> torch.Tensor:
+        """Per-request log-likelihoods (float64 ``[num_requests]``) with ``drop`` removed.
+
+        ``hook`` is a context manager factory ``hook(model)`` entered inside ``drop_blocks`` (used to
+        capture or inject block inputs); ``cache.batch`` is advanced after every forward pass.
+        """
+        drop = frozenset(drop)
         done = 0
 
         def tick() -> None:
             nonlocal done
             done += 1
+            if cache is not None:
+                cache.batch = done
             if self.on_progress is not None:
                 self.on_progress(label, done, len(self.batches))
 
-        with drop_blocks(self.model, drop):
+        self._count(self.num_blocks - len(drop))
+        with drop_blocks(self.model, drop), (hook(self.model) if hook else contextlib.nullcontext()):
             return loglikelihoods(self.model, self.requests, max_length=self.max_length, pad_id=self.pad_id,
-                                  batches=self.batches, on_batch=tick)
+                                  batches=self.batches, on_batch=tick, full_logits=not self.engine.scored_head)
 
     def evaluate(self, drop: Iterable[int] = ()) -> Evaluation:
         """Acc(f_-drop, D): calibration accuracy with the blocks in ``drop`` removed (memoised)."""
         key = frozenset(drop)
+        if key not in self._cache and self.engine.skip_prefix and self._prefix is None:
+            self._prefix_for(key)          # the first evaluation also caches its block inputs
         if key not in self._cache:
-            label = f"without {sorted(key)}" if key else "full model"
-            self._cache[key] = self._evaluation(key, self.loglikelihoods(key, label=label))
-            self.num_evaluations += 1
+            self._store(key, self.loglikelihoods(key, label=f"without {sorted(key)}" if key else "full model"))
         return self._cache[key]
 
     def _evaluation(self, drop: frozenset[int], lls: torch.Tensor) -> Evaluation:
@@ -166,7 +233,70 @@ class Scorer:
             accuracy_by_task={t: float(ok[idx].double().mean()) for t, idx in sorted(by_task.items())},
             random_by_task={t: random_accuracy([self.items[k] for k in idx]) for t, idx in sorted(by_task.items())},
             correct=tuple(bool(x) for x in ok),
+            loglikelihoods=lls,
         )
+
+    def evaluate_children(self, drop: Iterable[int], blocks: Iterable[int]) -> dict[int, Evaluation]:
+        """Acc(f_-b, D) for each block b still in f = the model with ``drop`` removed (memoised).
+
+        With the ``fast`` engine, one forward of f captures every block's input, and candidate b runs
+        only the blocks after b from the cached input of b (see :mod:`layershear.prefix_cache`).
+
+        Returns:
+            block index -> evaluation of f without that block, in the order of ``blocks``.
+        """
+        parent, blocks = frozenset(drop), list(blocks)
+        missing = [b for b in blocks if parent | {b} not in self._cache]
+        if missing and self.engine.skip_prefix:
+            self._children_from_prefix(parent, missing)
+        return {b: self.evaluate(parent | {b}) for b in blocks}
+
+    def _children_from_prefix(self, parent: frozenset[int], missing: list[int]) -> None:
+        cache = self._prefix_for(parent)
+        kept = [k for k in range(self.num_blocks) if k not in parent]
+        for b in missing:
+            last = b == kept[-1]
+            skipped = parent | {k for k in kept if (k < b if last else k <= b)}
+            cache.batch = 0
+            lls = self.loglikelihoods(skipped, label=f"without {sorted(parent | {b})}", cache=cache,
+                                      hook=lambda m, b=b, last=last: injecting(m, cache, b, bypass=last))
+            self._store(parent | {b}, lls)
+
+    def _prefix_for(self, parent: frozenset[int]) -> BlockInputs:
+        """Inputs of every block of f = model without ``parent``, derived from the previous step's cache
+        when ``parent`` adds one block b to it (only the blocks after b are run), else by one full pass."""
+        old = self._prefix
+        if old is not None and old.drop == parent:
+            return old
+        kept = [k for k in range(self.num_blocks) if k not in parent]
+        new = BlockInputs(parent)
+        added = parent - old.drop if old is not None and old.drop < parent else set()
+        if len(added) == 1 and max(added) < kept[-1]:
+            (b,) = added
+            new.states = {k: old.states[k] for k in kept if k < b}
+            after = [k for k in kept if k > b]
+
+            def hook(m):
+                stack = contextlib.ExitStack()
+                stack.enter_context(injecting(m, old, b))        # registered first: capture sees the cached input
+                stack.enter_context(capturing(m, after, new))
+                return stack
+
+            old.batch = 0
+            lls = self.loglikelihoods(parent | {k for k in kept if k < b}, label=f"caching block inputs without "
+                                      f"{sorted(parent)}", hook=hook, cache=old)
+        else:
+            lls = self.loglikelihoods(parent, label=f"caching block inputs without {sorted(parent)}",
+                                      hook=lambda m: capturing(m, kept, new))
+        self._store(parent, lls)
+        self._prefix = new
+        self.stats.cache_bytes = max(self.stats.cache_bytes, new.nbytes + (old.nbytes if old else 0))
+        return new
+
+    def _store(self, drop: frozenset[int], lls: torch.Tensor) -> None:
+        if drop not in self._cache:
+            self._cache[drop] = self._evaluation(drop, lls)
+            self.num_evaluations += 1
 
     def score_blocks(self, drop: Iterable[int] = ()) -> list[BlockScore]:
         """Relevance of every block still present in f = the model with ``drop`` removed.
@@ -182,6 +312,6 @@ class Scorer:
             raise ScoringError(
                 f"relevance is undefined: with blocks {sorted(parent.drop)} removed the model's calibration accuracy "
                 f"{parent.accuracy:.4f} is not above random ({parent.random:.4f}); use tasks on which it is above chance")
-        return [block_score(parent, self.evaluate(parent.drop | {b}), b)
-                for b in range(self.num_blocks) if b not in parent.drop]
+        children = self.evaluate_children(parent.drop, [b for b in range(self.num_blocks) if b not in parent.drop])
+        return [block_score(parent, ev, b) for b, ev in children.items()]
 

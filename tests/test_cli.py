@@ -75,6 +75,22 @@ def test_prune_end_to_end(tiny_lm_dir, data_dirs, tmp_path):
     assert scorer.evaluate().accuracy == pytest.approx(record["search"]["final"]["accuracy"])
 
 
+def test_both_engines_prune_the_same_blocks(tiny_lm_dir, data_dirs, tmp_path):
+    records = {}
+    for engine in ("fast", "reference"):
+        out = tmp_path / engine
+        result = _run("prune", tiny_lm_dir, "--num-blocks", "2", "--calib", "piqa:16", "--data-dir", data_dirs[0],
+                      "--engine", engine, "--out", out)
+        assert result.exit_code == 0, result.output
+        records[engine] = json.loads((out / "layershear.json").read_text())
+    fast, ref = records["fast"], records["reference"]
+    assert fast["search"]["removed"] == ref["search"]["removed"]
+    for a, b in zip(fast["search"]["steps"], ref["search"]["steps"]):
+        assert [c["relevance"] for c in a["candidates"]] == pytest.approx([c["relevance"] for c in b["candidates"]])
+    assert fast["cost"]["block_tokens"] < ref["cost"]["block_tokens"]
+    assert ref["cost"]["engine"] == {"scored_head": False, "skip_prefix": False}
+
+
 def test_score_json_to_stdout(tiny_lm_dir, data_dirs):
     result = _run("score", tiny_lm_dir, "--calib", "piqa:16", "--data-dir", data_dirs[0], "--json", "-")
     assert result.exit_code == 0, result.output

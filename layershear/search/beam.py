@@ -17,6 +17,9 @@ from layershear.scorer import BlockScore, Evaluation, block_score
 from layershear.search.result import SearchResult, SearchStep
 
 Evaluate = Callable[[frozenset[int]], Evaluation]
+#: children(drop, blocks) -> {b: evaluation of the model without drop | {b}}; lets a scorer share work
+#: between the candidates of one step (``Scorer.evaluate_children``).
+Children = Callable[[frozenset[int], list[int]], dict[int, Evaluation]]
 #: on_step(depth, num_drop, best): called when a depth is complete; ``best`` is the last step of the
 #: best path so far (for progress lines and logging).
 StepFn = Callable[[int, int, SearchStep], None]
@@ -45,9 +48,9 @@ def _undefined(parent: Evaluation) -> ScoringError:
         "calibration tasks on which the model is above chance")
 
 
-def _expand(path: _Path, evaluate: Evaluate, num_blocks: int) -> list[_Path]:
+def _expand(path: _Path, children_of: Children, num_blocks: int) -> list[_Path]:
     parent = path.evaluation
-    children = {b: evaluate(parent.drop | {b}) for b in range(num_blocks) if b not in parent.drop}
+    children = children_of(parent.drop, [b for b in range(num_blocks) if b not in parent.drop])
     scores = tuple(block_score(parent, ev, b) for b, ev in children.items())
     return [_Path(path.steps + (SearchStep(len(path.steps) + 1, s, scores, parent, children[s.block_idx]),),
                   children[s.block_idx])
@@ -60,7 +63,7 @@ def _path_key(path: _Path) -> tuple:
 
 
 def beam_search(evaluate: Evaluate, *, num_blocks: int, num_drop: int, width: int = 1,
-                on_step: StepFn | None = None) -> SearchResult:
+                on_step: StepFn | None = None, children: Children | None = None) -> SearchResult:
     """Remove ``num_drop`` of ``num_blocks`` blocks.
 
     Args:
@@ -69,6 +72,7 @@ def beam_search(evaluate: Evaluate, *, num_blocks: int, num_drop: int, width: in
         num_drop: blocks to remove, 1 <= num_drop < N.
         width: beam width; 1 = greedy.
         on_step: called as ``on_step(depth, num_drop, best_step)`` after each depth.
+        children: evaluates all candidates of one parent at once (default: ``evaluate`` on each).
 
     Returns:
         The best path found; for width 1 exactly the greedy removal order.
@@ -80,6 +84,7 @@ def beam_search(evaluate: Evaluate, *, num_blocks: int, num_drop: int, width: in
         raise ScoringError(f"Cannot remove {num_drop} of {num_blocks} blocks; choose between 1 and {num_blocks - 1}")
     if width < 1:
         raise ScoringError(f"Beam width must be >= 1, got {width}")
+    children_of = children or (lambda drop, blocks: {b: evaluate(drop | {b}) for b in blocks})
     full = evaluate(frozenset())
     beam = [_Path((), full)]
     for depth in range(1, num_drop + 1):
@@ -88,7 +93,7 @@ def beam_search(evaluate: Evaluate, *, num_blocks: int, num_drop: int, width: in
         if not alive:        # a beam path at chance is dropped; the search stops only when all are
             raise _undefined(beam[0].evaluation)
         for path in alive:
-            for child in _expand(path, evaluate, num_blocks):
+            for child in _expand(path, children_of, num_blocks):
                 best = candidates.get(child.evaluation.drop)
                 if best is None or _path_key(child) < _path_key(best):
                     candidates[child.evaluation.drop] = child

@@ -53,4 +53,4 @@ class GreedyPruner:
     def prune(self, num_drop: int) -> SearchResult:
         """Run the search; see :func:`layershear.search.beam.beam_search` for errors raised."""
         return beam_search(self.scorer.evaluate, num_blocks=self.scorer.num_blocks, num_drop=num_drop,
-                           width=self.beam_width, on_step=self.on_step)
+                           width=self.beam_width, on_step=self.on_step, children=self.scorer.evaluate_children)

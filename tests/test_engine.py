@@ -1,0 +1,105 @@
+"""The fast engine (scored-positions LM head, cached-prefix block skipping) equals the reference engine."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import load
+
+from layershear.arch import decoder_blocks
+from layershear.benchmarks import MCItem
+from layershear.errors import ScoringError
+from layershear.scorer import Scorer
+from layershear.search import GreedyPruner
+
+
+class CharTokenizer:
+    """Maps every character to one id in 3..122 (the tiny checkpoints have 128 ids)."""
+
+    bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
+
+    def __call__(self, texts, add_special_tokens=False):
+        return {"input_ids": [[3 + ord(c) % 120 for c in t] for t in texts]}
+
+
+def _items(n: int = 6) -> list[MCItem]:
+    # contexts longer than the tiny sliding window (4) and of different lengths, so batches are padded
+    out = []
+    for i in range(n):
+        ctx = f"Question {i}: which way{'?' * (i % 3)} now" + " and then" * (i % 2)
+        out.append(MCItem("arc_easy", i, (ctx,) * 3, (" left", " right side", " up" * (1 + i % 2)), i % 3,
+                          (4, 10, 3 * (1 + i % 2))))
+    return out
+
+
+ARCH_NAMES = ["llama", "gpt2", "gpt_neox", "gemma2_old", "gemma3_text", "qwen2_swa", "qwen3", "phi3", "olmo2"]
+
+
+@pytest.mark.parametrize("name", ARCH_NAMES)
+def test_fast_children_equal_reference(tiny_checkpoints, name):
+    model = load(tiny_checkpoints(name))
+    items = _items()
+    fast = Scorer(model, CharTokenizer(), items, batch_size=4, engine="fast")
+    ref = Scorer(model, CharTokenizer(), items, batch_size=4, engine="reference")
+    # three greedy-like steps: a full caching pass, then caches derived from the previous step's
+    for parent in (frozenset(), frozenset({2}), frozenset({2, 4}), frozenset({0, 2, 4})):
+        blocks = [b for b in range(6) if b not in parent]
+        got, want = fast.evaluate_children(parent, blocks), ref.evaluate_children(parent, blocks)
+        for b in blocks:
+            torch.testing.assert_close(got[b].loglikelihoods, want[b].loglikelihoods, atol=1e-4, rtol=1e-6)
+            assert got[b].correct == want[b].correct
+    assert fast.stats.block_tokens < ref.stats.block_tokens
+    assert fast.stats.head_positions < ref.stats.head_positions
+    assert len(decoder_blocks(model)) == 6           # every block is back after the hooks and drops
+
+
+def test_block_skipping_saves_about_half_of_the_block_work(tiny_checkpoints):
+    model = load(tiny_checkpoints("llama"))
+    fast = Scorer(model, CharTokenizer(), _items(), batch_size=4)
+    ref = Scorer(model, CharTokenizer(), _items(), batch_size=4, engine="reference")
+    fast.evaluate_children(frozenset(), range(6))
+    ref.evaluate_children(frozenset(), range(6))
+    # reference: 6 candidates x 5 blocks; fast: 1 capture pass x 6 blocks + sum over b of (blocks after b)
+    per_eval = ref.stats.padded_tokens // 6             # padded tokens of one pass over the calibration set
+    assert ref.stats.block_tokens == per_eval * 6 * 5
+    # caching pass: 6 blocks; candidate b < 5 runs blocks b+1..5; the last block's candidate runs that block
+    # alone with its output bypassed (only the final norm and LM head count)
+    assert fast.stats.block_tokens == per_eval * (6 + 5 + 4 + 3 + 2 + 1 + 1)
+    # the next step derives its cache from this one: dropping block 2 reruns only blocks 3-5
+    before = fast.stats.block_tokens
+    fast.evaluate_children(frozenset({2}), [0, 1, 3, 4, 5])
+    assert fast.stats.block_tokens - before == per_eval * (3 + 4 + 3 + 2 + 1 + 1)
+    ref.evaluate_children(frozenset({2}), [0, 1, 3, 4, 5])
+    for b in (0, 1, 3, 4, 5):
+        torch.testing.assert_close(fast.evaluate({2, b}).loglikelihoods, ref.evaluate({2, b}).loglikelihoods,
+                                   atol=1e-4, rtol=1e-6)
+    assert fast.stats.cache_bytes > 0
+
+
+def test_greedy_picks_the_same_blocks_with_both_engines(tiny_lm_dir):
+    from transformers import AutoTokenizer
+
+    from layershear.benchmarks import find_data_dir, load_split
+
+    if find_data_dir() is None:
+        pytest.skip("../shared/data/benchmarks not found")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    model = load(tiny_lm_dir)
+    items = load_split("piqa", "validation", source="local")[:24]
+    # rig the gold labels to the full model's own choices on 20 of 24 docs, so relevance is defined
+    probe = Scorer(model, tokenizer, items, engine="reference").evaluate()
+    rigged = [MCItem(it.task, it.doc_id, it.contexts, it.continuations,
+                     (it.gold if ok else 1 - it.gold) if k % 6 else (1 - it.gold if ok else it.gold), it.choice_lengths)
+              for k, (it, ok) in enumerate(zip(items, probe.correct))]
+    results = {}
+    for engine in ("fast", "reference"):
+        scorer = Scorer(model, tokenizer, rigged, batch_size=8, engine=engine)
+        results[engine] = GreedyPruner(scorer).prune(2)
+    assert results["fast"].removed == results["reference"].removed
+    for a, b in zip(results["fast"].steps, results["reference"].steps):
+        assert [c.relevance for c in a.candidates] == pytest.approx([c.relevance for c in b.candidates])
+
+
+def test_unknown_engine_is_an_error(tiny_checkpoints):
+    with pytest.raises(ScoringError, match="Unknown engine 'turbo'"):
+        Scorer(load(tiny_checkpoints("llama")), CharTokenizer(), _items(), engine="turbo")
