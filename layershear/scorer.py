@@ -11,6 +11,7 @@ import torch
 
 from layershear.arch import decoder_blocks
 from layershear.benchmarks import MCItem, get_task, random_accuracy
+from layershear.engine import ENGINES, Engine, EngineStats, batch_shape
 from layershear.errors import ScoringError
 from layershear.loglik import check_lengths, default_max_length, encode_requests, length_sorted_batches, loglikelihoods
 from layershear.metrics import above_random, correct, item_scores, relevance, relevance_or_none
@@ -21,40 +22,6 @@ LOG = logging.getLogger(__name__)
 
 #: on_progress(label, done, total): called after every forward batch.
 ProgressFn = Callable[[str, int, int], None]
-
-@dataclass(frozen=True)
-class Engine:
-    """Switches of the scoring engine; each gives the same numbers with less work.
-
-    ``scored_head``: the LM head (and its log-softmax) only on the window of scored positions, not
-    on every position. ``skip_prefix``: cached-prefix block skipping within a greedy step (see
-    :mod:`layershear.prefix_cache`).
-    """
-
-    scored_head: bool = True
-    skip_prefix: bool = True
-
-
-#: ``reference``: every candidate runs a full forward over every request with the LM head at every
-#: position (lm-eval's computation, the paper's N x T passes). ``fast``: all switches on.
-ENGINES: dict[str, Engine] = {"fast": Engine(), "reference": Engine(scored_head=False, skip_prefix=False)}
-
-
-@dataclass
-class EngineStats:
-    """Work done by a Scorer, counted from the batch shapes (for benchmarks and layershear.json).
-
-    ``block_tokens`` sums, over forward passes, padded tokens x decoder blocks run; ``head_positions``
-    counts the positions that went through the LM head; ``cache_bytes`` is the largest set of cached
-    block inputs held at once.
-    """
-
-    forward_passes: int = 0
-    padded_tokens: int = 0
-    block_tokens: int = 0
-    head_positions: int = 0
-    cache_bytes: int = 0
-
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -165,21 +132,7 @@ class Scorer:
         self.stats = EngineStats()
         self._cache: dict[frozenset[int], Evaluation] = {}
         self._prefix: BlockInputs | None = None   # block inputs of the last parent whose children were scored
-        self._shapes = [self._batch_shape(idx) for idx in self.batches]
-
-    def _batch_shape(self, idx: Sequence[int]) -> tuple[int, int, int]:
-        """(rows, padded width, LM-head window) of one batch, as loglik.batch_loglikelihoods builds it."""
-        reqs = [self.requests[k] for k in idx]
-        width = max(min(r.num_tokens, self.max_length) for r in reqs)
-        first = min(min(r.num_tokens, self.max_length) - len(r.continuation_ids) for r in reqs)
-        return len(reqs), width, width - first if self.engine.scored_head else width
-
-    def _count(self, blocks_run: int) -> None:
-        for rows, width, window in self._shapes:
-            self.stats.forward_passes += 1
-            self.stats.padded_tokens += rows * width
-            self.stats.block_tokens += rows * width * blocks_run
-            self.stats.head_positions += rows * window
+        self._shapes = [batch_shape([self.requests[k] for k in idx], self.max_length, self.engine) for idx in self.batches]
 
     @property
     def num_tokens(self) -> int:
@@ -204,7 +157,7 @@ class Scorer:
             if self.on_progress is not None:
                 self.on_progress(label, done, len(self.batches))
 
-        self._count(self.num_blocks - len(drop))
+        self.stats.count(self._shapes, blocks_run=self.num_blocks - len(drop))
         with drop_blocks(self.model, drop), (hook(self.model) if hook else contextlib.nullcontext()):
             return loglikelihoods(self.model, self.requests, max_length=self.max_length, pad_id=self.pad_id,
                                   batches=self.batches, on_batch=tick, full_logits=not self.engine.scored_head)

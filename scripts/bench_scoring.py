@@ -32,9 +32,10 @@ from layershear.arch import decoder_blocks
 from layershear.benchmarks import find_data_dir
 from layershear.calibration import build_calibration
 from layershear.devices import resolve_device, resolve_dtype
+from layershear.engine import Engine
 from layershear.model_io import load_model
 from layershear.recipe import load_calibration
-from layershear.scorer import Engine, Scorer
+from layershear.scorer import Scorer
 from layershear.search import GreedyPruner, num_blocks_to_drop
 
 CONFIGS = {
