@@ -12,8 +12,8 @@ from layershear.loglik import EncodedRequest
 class Engine:
     """Switches of the scoring engine; each gives the same numbers with less work.
 
-    ``scored_head``: the LM head (and its log-softmax) only on the window of scored positions, not
-    on every position. ``skip_prefix``: cached-prefix block skipping within a greedy step (see
+    ``scored_head``: the LM head (and its log-softmax) only on the scored positions, not on every
+    position. ``skip_prefix``: cached-prefix block skipping within a greedy step (see
     :mod:`layershear.prefix_cache`).
     """
 
@@ -43,15 +43,15 @@ class EngineStats:
 
     def count(self, shapes: Sequence[tuple[int, int, int]], *, blocks_run: int) -> None:
         """Add one pass over the calibration set: ``shapes`` from :func:`batch_shape`, ``blocks_run`` blocks."""
-        for rows, width, window in shapes:
+        for rows, width, head_positions in shapes:
             self.forward_passes += 1
             self.padded_tokens += rows * width
             self.block_tokens += rows * width * blocks_run
-            self.head_positions += rows * window
+            self.head_positions += head_positions
 
 
 def batch_shape(batch: Sequence[EncodedRequest], max_length: int, engine: Engine) -> tuple[int, int, int]:
-    """(rows, padded width, LM-head positions per row) of one batch, as ``loglik.batch_loglikelihoods`` builds it."""
+    """(rows, padded width, LM-head positions) of one batch, as ``loglik.batch_loglikelihoods`` builds it."""
     width = max(min(r.num_tokens, max_length) for r in batch)
-    first = min(min(r.num_tokens, max_length) - len(r.continuation_ids) for r in batch)
-    return len(batch), width, width - first if engine.scored_head else width
+    scored = sum(len(r.continuation_ids) for r in batch)
+    return len(batch), width, scored if engine.scored_head else len(batch) * width

@@ -11,7 +11,9 @@ cannot influence real ones; the LM head runs only on the window of positions tha
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -111,13 +113,29 @@ def _batch_tensors(batch: Sequence[EncodedRequest], max_length: int, pad_id: int
     return input_ids, spans
 
 
+@contextmanager
+def _gather_before_head(model, rows: torch.Tensor, cols: torch.Tensor) -> Iterator[None]:
+    """Feed the LM head only hidden states ``[rows, cols]`` (as one ``[1, P, hidden]`` row)."""
+    def hook(_module, args):
+        return (args[0][rows, cols].unsqueeze(0), *args[1:])
+
+    handle = model.get_output_embeddings().register_forward_pre_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 @torch.inference_mode()
 def batch_loglikelihoods(model, batch: Sequence[EncodedRequest], *, max_length: int, pad_id: int,
                          full_logits: bool = False) -> torch.Tensor:
     """Summed continuation log-probabilities of one batch.
 
-    ``full_logits`` computes the LM head at every position, as lm-eval does (the reference engine);
-    by default only the window of positions that are scored goes through it.
+    ``full_logits`` computes the LM head at every position, as lm-eval does (the reference engine).
+    By default only the scored positions go through the final norm window and the LM head: the model
+    keeps the window of positions that holds them (``logits_to_keep``), and a pre-hook on the LM head
+    gathers exactly the (row, position) pairs that are scored, so padding and context positions
+    never reach the head or the log-softmax.
 
     Returns:
         float64 tensor of shape ``[len(batch)]`` (natural-log units), on CPU.
@@ -126,15 +144,16 @@ def batch_loglikelihoods(model, batch: Sequence[EncodedRequest], *, max_length: 
     input_ids, spans = _batch_tensors(batch, max_length, pad_id)
     first = 0 if full_logits else min(s for s, _, _ in spans)
     last = input_ids.shape[1] if full_logits else max(e for _, e, _ in spans)
-    keep = torch.arange(first, last, device=device)
-    logits = model(input_ids=input_ids.to(device), logits_to_keep=keep, use_cache=False).logits
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    out = torch.empty(len(batch), dtype=torch.float64)
-    for r, (start, end, targets) in enumerate(spans):
-        pos = torch.arange(start - first, end - first, device=device)
-        tgt = torch.tensor(targets, dtype=torch.long, device=device)
-        out[r] = logprobs[r, pos, tgt].double().sum().cpu()
-    return out
+    rows = torch.cat([torch.full((e - s,), r) for r, (s, e, _) in enumerate(spans)]).to(device)
+    cols = torch.cat([torch.arange(s - first, e - first) for s, e, _ in spans]).to(device)
+    targets = torch.tensor([t for _, _, tgt in spans for t in tgt], dtype=torch.long, device=device)
+    gather = contextlib.nullcontext() if full_logits else _gather_before_head(model, rows, cols)
+    with gather:
+        logits = model(input_ids=input_ids.to(device), logits_to_keep=torch.arange(first, last, device=device),
+                       use_cache=False).logits
+    picked = logits[rows, cols] if full_logits else logits[0]
+    scores = torch.log_softmax(picked.float(), dim=-1).gather(1, targets[:, None])[:, 0].double()
+    return torch.zeros(len(batch), dtype=torch.float64, device=device).index_add_(0, rows, scores).cpu()
 
 
 def loglikelihoods(

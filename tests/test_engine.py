@@ -103,3 +103,19 @@ def test_greedy_picks_the_same_blocks_with_both_engines(tiny_lm_dir):
 def test_unknown_engine_is_an_error(tiny_checkpoints):
     with pytest.raises(ScoringError, match="Unknown engine 'turbo'"):
         Scorer(load(tiny_checkpoints("llama")), CharTokenizer(), _items(), engine="turbo")
+
+
+def test_lm_head_sees_only_the_scored_positions(tiny_checkpoints):
+    model = load(tiny_checkpoints("gemma2_old"))          # final-logit softcapping runs after the head too
+    items = _items()
+    seen = []
+    handle = model.get_output_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0].shape))
+    try:
+        fast = Scorer(model, CharTokenizer(), items, batch_size=4)
+        lls = fast.loglikelihoods()
+    finally:
+        handle.remove()
+    scored = sum(len(r.continuation_ids) for r in fast.requests)
+    assert sum(shape[0] * shape[1] for shape in seen) == scored == fast.stats.head_positions
+    ref = Scorer(model, CharTokenizer(), items, batch_size=4, engine="reference").loglikelihoods()
+    torch.testing.assert_close(lls, ref, atol=1e-4, rtol=1e-6)
