@@ -200,7 +200,7 @@ def prune(model, ratio, num_blocks, calib_spec, metric, engine, out, overwrite, 
                                max_length=max_length, add_bos=add_bos) if eval_tasks else None
     record = _prune_record(model, calib, scorer, result, evaluation, seconds, metric=metric, engine=engine, ratio=ratio,
                            dtype=dtype, device=device, eval_spec=eval_spec)
-    _export(model, revision, result, record, out, overwrite, max_shard_bytes, calib.recipe, max_shard=max_shard_size)
+    _export(model, revision, result, record, out, overwrite, max_shard_bytes, calib.recipe)
     ERR.print(f"wrote {out} (load it with AutoModelForCausalLM.from_pretrained({str(out)!r}))", markup=False)
     if push_repo:
         from layershear.hub import push_to_hub
@@ -238,13 +238,12 @@ def _before_after(model, tokenizer, suite_name, tasks, drop, **kw):
 
 
 def _run_eval(model, tokenizer, tasks, name, **kw):
-    from layershear.evaluation import evaluate_items, num_batches
+    from layershear.evaluation import evaluate_suite, num_batches
     from layershear.render import progress
 
     with progress() as bar:
         task_id = bar.add_task(f"eval {name}", total=sum(num_batches(v, kw["batch_size"]) for v in tasks.values()))
-        tick = functools.partial(bar.update, task_id, advance=1)
-        return [evaluate_items(model, tokenizer, items, on_batch=tick, **kw) for items in tasks.values() if items]
+        return evaluate_suite(model, tokenizer, tasks, on_batch=functools.partial(bar.update, task_id, advance=1), **kw)
 
 
 def _prune_record(model, calib, scorer, result, evaluation, seconds, *, metric, engine, ratio, dtype, device, eval_spec):
@@ -266,7 +265,7 @@ def _prune_record(model, calib, scorer, result, evaluation, seconds, *, metric, 
     return run_record(command=_command_line(), settings=settings, **sections)
 
 
-def _export(model, revision, result, record, out, overwrite, max_shard_bytes, recipe_name, *, max_shard):
+def _export(model, revision, result, record, out, overwrite, max_shard_bytes, recipe_name):
     from layershear.card import RemovedBlock, render_model_card
     from layershear.export import Exporter
     from layershear.render import ERR

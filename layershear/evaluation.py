@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from layershear.benchmarks import MCItem, get_task, random_accuracy
 from layershear.errors import ScoringError
-from layershear.loglik import default_max_length, encode_requests, length_sorted_batches, loglikelihoods
 from layershear.metrics import correct, item_scores, stderr
+from layershear.scorer import Scorer
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,9 @@ def evaluate_items(model, tokenizer, items: Sequence[MCItem], *, batch_size: int
     if not items:
         raise ScoringError("evaluate_items() needs at least one document")
     task = items[0].task
-    requests = encode_requests(items, tokenizer, add_bos=add_bos)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    lls = loglikelihoods(model, requests, max_length=max_length or default_max_length(model), pad_id=pad_id,
-                         batches=length_sorted_batches(requests, batch_size), on_batch=on_batch)
+    tick = (lambda _label, _done, _total: on_batch()) if on_batch is not None else None
+    lls = Scorer(model, tokenizer, items, batch_size=batch_size, max_length=max_length, add_bos=add_bos,
+                 on_progress=tick).loglikelihoods()
     values, errs = {}, {}
     for metric in get_task(task).metrics:
         ok = correct(items, item_scores(items, lls, metrics=[metric] * len(items))).double()
