@@ -9,6 +9,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from layershear.errors import ExportError
+
+
+def check_target(out: Path, overwrite: bool) -> None:
+    """Refuse an output path that is a file, or a non-empty folder unless ``overwrite``.
+
+    Raises:
+        ExportError: with the fix in the message.
+    """
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"Output {str(out)!r} is a file; choose a folder for --out")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ExportError(f"Output folder {str(out)!r} exists; pass --overwrite to replace it or choose another --out")
+
 
 def _umask() -> int:
     mask = os.umask(0)

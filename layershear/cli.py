@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from layershear import __version__
+from layershear.atomic import check_target
 from layershear.errors import LayershearError
 
 LOG = logging.getLogger("layershear")
@@ -91,11 +92,6 @@ def _parse_blocks(text: str) -> list[int]:
     return blocks
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise LayershearError(f"Output folder {str(out)!r} exists; pass --overwrite to replace it or choose another --out")
-
-
 def _command_line() -> str:
     return "layershear " + shlex.join(sys.argv[1:]) if sys.argv and Path(sys.argv[0]).name == "layershear" \
         else shlex.join(["layershear", *sys.argv[1:]])
@@ -168,7 +164,7 @@ def prune(model, ratio, num_blocks, calib_spec, metric, engine, out, overwrite, 
         check_ratio(ratio)
     elif num_blocks < 1:
         raise LayershearError(f"--num-blocks must be >= 1, got {num_blocks}")
-    _check_out(out, overwrite)
+    check_target(out, overwrite)
     max_shard_bytes = _parse_size(max_shard_size)
     if push_repo:
         from layershear.hub import check_token
@@ -349,7 +345,7 @@ def export(model, drop_text, out, overwrite, max_shard_size, revision) -> None:
     from layershear.report import dumps, run_record
 
     drop = _parse_blocks(drop_text)
-    _check_out(out, overwrite)
+    check_target(out, overwrite)
     exporter = Exporter(model, revision=revision, max_shard_bytes=_parse_size(max_shard_size))
     record = run_record(command=_command_line(), settings={"drop": drop}, model={"source": model}, removed=drop)
     card = render_model_card(base_model=model, num_blocks=exporter.num_blocks, removed=[RemovedBlock(b, None, None) for b in drop],

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from layershear.atomic import atomic_folder
+from layershear.atomic import atomic_folder, check_target
 from layershear.errors import LayershearError
 
 LOG = logging.getLogger(__name__)
@@ -55,10 +55,7 @@ def convert_gguf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike, *, dt
     src, out = Path(gguf_path), Path(out_dir)
     if not src.is_file():
         raise LayershearError(f"GGUF file {str(src)!r} does not exist")
-    if out.exists() and not out.is_dir():
-        raise LayershearError(f"Output {str(out)!r} is a file; choose a folder for --out")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise LayershearError(f"Output folder {str(out)!r} exists; pass --overwrite to replace it")
+    check_target(out, overwrite)
     if importlib.util.find_spec("gguf") is None:
         raise LayershearError("Reading GGUF needs the 'gguf' package; pip install gguf")
     from transformers import AutoModelForCausalLM, AutoTokenizer

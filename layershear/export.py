@@ -17,7 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from layershear.arch import block_layout, layer_count
-from layershear.atomic import atomic_folder
+from layershear.atomic import atomic_folder, check_target
 from layershear.errors import ExportError
 from layershear.layer_config import keep_from_drop, prune_config
 from layershear.model_io import resolve_checkpoint
@@ -261,10 +261,7 @@ class Exporter:
         return out
 
     def _check_target(self, out: Path, overwrite: bool) -> None:
-        if out.exists() and not out.is_dir():
-            raise ExportError(f"{out} exists and is not a folder")
         if out.exists() and out.resolve() == self.source.resolve():
             raise ExportError(f"{out} is the source checkpoint; choose another output folder")
-        if out.is_dir() and any(out.iterdir()) and not overwrite:
-            raise ExportError(f"{out} exists; pass --overwrite to replace it")
+        check_target(out, overwrite)
 
