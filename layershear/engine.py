@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from layershear.loglik import EncodedRequest
+from layershear.packing import PackedBatch
 
 
 @dataclass(frozen=True)
@@ -14,44 +15,88 @@ class Engine:
 
     ``scored_head``: the LM head (and its log-softmax) only on the scored positions, not on every
     position. ``skip_prefix``: cached-prefix block skipping within a greedy step (see
-    :mod:`layershear.prefix_cache`).
+    :mod:`layershear.prefix_cache`). ``share_context``: the choices of a question (and any prefix
+    common to several questions) are computed once, in a prefix tree (see :mod:`layershear.packing`).
+    ``pack``: several sequences or trees share a row of ``row_tokens`` tokens, so padding is only a
+    row's tail. Without ``share_context`` and ``pack`` rows are lm-eval's: one right-padded request
+    per row, batches sorted by length.
     """
 
     scored_head: bool = True
     skip_prefix: bool = True
+    share_context: bool = True
+    pack: bool = True
+    row_tokens: int = 512
+
+    @property
+    def packed(self) -> bool:
+        """Whether requests are laid out in tries/packed rows with a custom attention mask."""
+        return self.share_context or self.pack
 
 
 #: ``reference``: every candidate runs a full forward over every request with the LM head at every
 #: position (lm-eval's computation, the paper's N x T passes). ``fast``: all switches on.
-ENGINES: dict[str, Engine] = {"fast": Engine(), "reference": Engine(scored_head=False, skip_prefix=False)}
+ENGINES: dict[str, Engine] = {
+    "fast": Engine(),
+    "reference": Engine(scored_head=False, skip_prefix=False, share_context=False, pack=False),
+}
+
+
+@dataclass(frozen=True)
+class BatchShape:
+    """One forward pass: ``rows`` x ``width`` tokens computed, of which ``real_tokens`` are not
+    padding; ``head_positions`` go through the LM head; ``attention_pairs`` (query, key) scores are
+    computed per block (causal half for lm-eval rows, the full square for rows with a custom mask)."""
+
+    rows: int
+    width: int
+    real_tokens: int
+    head_positions: int
+    attention_pairs: int
 
 
 @dataclass
 class EngineStats:
     """Work done by a Scorer, counted from the batch shapes (for benchmarks and layershear.json).
 
-    ``block_tokens`` sums, over forward passes, padded tokens x decoder blocks run; ``head_positions``
-    counts the positions that went through the LM head; ``cache_bytes`` is the largest set of cached
-    block inputs held at once.
+    ``block_tokens`` sums, over forward passes, padded tokens x decoder blocks run, and
+    ``attention_pairs`` (query, key) pairs x blocks run; ``head_positions`` counts the positions
+    that went through the LM head; ``cache_bytes`` is the largest set of cached block inputs held
+    at once. ``padding_fraction`` = 1 - real_tokens / padded_tokens.
     """
 
     forward_passes: int = 0
     padded_tokens: int = 0
+    real_tokens: int = 0
     block_tokens: int = 0
+    attention_pairs: int = 0
     head_positions: int = 0
     cache_bytes: int = 0
 
-    def count(self, shapes: Sequence[tuple[int, int, int]], *, blocks_run: int) -> None:
+    def count(self, shapes: Sequence[BatchShape], *, blocks_run: int) -> None:
         """Add one pass over the calibration set: ``shapes`` from :func:`batch_shape`, ``blocks_run`` blocks."""
-        for rows, width, head_positions in shapes:
+        for s in shapes:
             self.forward_passes += 1
-            self.padded_tokens += rows * width
-            self.block_tokens += rows * width * blocks_run
-            self.head_positions += head_positions
+            self.padded_tokens += s.rows * s.width
+            self.real_tokens += s.real_tokens
+            self.block_tokens += s.rows * s.width * blocks_run
+            self.attention_pairs += s.attention_pairs * blocks_run
+            self.head_positions += s.head_positions
+
+    @property
+    def padding_fraction(self) -> float:
+        return 1.0 - self.real_tokens / self.padded_tokens if self.padded_tokens else 0.0
 
 
-def batch_shape(batch: Sequence[EncodedRequest], max_length: int, engine: Engine) -> tuple[int, int, int]:
-    """(rows, padded width, LM-head positions) of one batch, as ``loglik.batch_loglikelihoods`` builds it."""
-    width = max(min(r.num_tokens, max_length) for r in batch)
+def batch_shape(batch: Sequence[EncodedRequest] | PackedBatch, max_length: int, engine: Engine) -> BatchShape:
+    """The :class:`BatchShape` of one batch as ``loglik``/``packing`` build it."""
+    if isinstance(batch, PackedBatch):
+        rows, width = len(batch.rows), batch.width
+        scored = len(batch.targets)
+        return BatchShape(rows, width, batch.real_tokens, scored if engine.scored_head else rows * width,
+                          rows * width * width)
+    lengths = [min(r.num_tokens, max_length) for r in batch]
+    width = max(lengths)
     scored = sum(len(r.continuation_ids) for r in batch)
-    return len(batch), width, scored if engine.scored_head else len(batch) * width
+    return BatchShape(len(batch), width, sum(lengths), scored if engine.scored_head else len(batch) * width,
+                      len(batch) * width * (width + 1) // 2)

@@ -6,7 +6,7 @@ Reproduces lm-evaluation-harness ``HFLM._encode_pair`` / ``_loglikelihood_tokens
 prefix token (BOS, else EOS), inputs are left-truncated to ``max_length + 1`` tokens, requests are
 batched in order of decreasing length, and the score is the sum of the continuation tokens'
 log-probabilities. Padding is on the right, so no attention mask is needed and padded positions
-cannot influence real ones; the LM head runs only on the window of positions that are scored.
+cannot influence real ones; the LM head runs only on the positions that are scored.
 """
 
 from __future__ import annotations
@@ -126,34 +126,48 @@ def _gather_before_head(model, rows: torch.Tensor, cols: torch.Tensor) -> Iterat
         handle.remove()
 
 
+def score_positions(model, input_ids: torch.Tensor, *, rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor,
+                    owners: torch.Tensor, num_out: int, full_logits: bool = False, **forward_kwargs) -> torch.Tensor:
+    """One forward pass; log-probability of ``targets[k]`` at hidden state ``[rows[k], cols[k]]``,
+    summed per ``owners[k]``.
+
+    ``full_logits`` computes the LM head at every position, as lm-eval does (the reference engine).
+    Otherwise only the scored positions go through the LM head: the model keeps the window of
+    positions that holds them (``logits_to_keep``), and a pre-hook on the LM head gathers exactly
+    the scored (row, position) pairs, so padding and context positions never reach the head or the
+    log-softmax. ``forward_kwargs`` go to the model (``attention_mask``, ``position_ids``).
+
+    Returns:
+        float64 tensor of shape ``[num_out]`` (natural-log units), on CPU.
+    """
+    device = input_ids.device
+    first = 0 if full_logits else int(cols.min())
+    last = input_ids.shape[1] if full_logits else int(cols.max()) + 1
+    gather = contextlib.nullcontext() if full_logits else _gather_before_head(model, rows, cols - first)
+    with gather:
+        logits = model(input_ids=input_ids, logits_to_keep=torch.arange(first, last, device=device),
+                       use_cache=False, **forward_kwargs).logits
+    picked = logits[rows, cols] if full_logits else logits[0]
+    scores = torch.log_softmax(picked.float(), dim=-1).gather(1, targets[:, None])[:, 0].double()
+    return torch.zeros(num_out, dtype=torch.float64, device=device).index_add_(0, owners, scores).cpu()
+
+
 @torch.inference_mode()
 def batch_loglikelihoods(model, batch: Sequence[EncodedRequest], *, max_length: int, pad_id: int,
                          full_logits: bool = False) -> torch.Tensor:
-    """Summed continuation log-probabilities of one batch.
-
-    ``full_logits`` computes the LM head at every position, as lm-eval does (the reference engine).
-    By default only the scored positions go through the final norm window and the LM head: the model
-    keeps the window of positions that holds them (``logits_to_keep``), and a pre-hook on the LM head
-    gathers exactly the (row, position) pairs that are scored, so padding and context positions
-    never reach the head or the log-softmax.
+    """Summed continuation log-probabilities of one batch, one right-padded row per request
+    (lm-eval's layout; see :func:`score_positions` for ``full_logits``).
 
     Returns:
         float64 tensor of shape ``[len(batch)]`` (natural-log units), on CPU.
     """
     device = next(model.parameters()).device
     input_ids, spans = _batch_tensors(batch, max_length, pad_id)
-    first = 0 if full_logits else min(s for s, _, _ in spans)
-    last = input_ids.shape[1] if full_logits else max(e for _, e, _ in spans)
     rows = torch.cat([torch.full((e - s,), r) for r, (s, e, _) in enumerate(spans)]).to(device)
-    cols = torch.cat([torch.arange(s - first, e - first) for s, e, _ in spans]).to(device)
+    cols = torch.cat([torch.arange(s, e) for s, e, _ in spans]).to(device)
     targets = torch.tensor([t for _, _, tgt in spans for t in tgt], dtype=torch.long, device=device)
-    gather = contextlib.nullcontext() if full_logits else _gather_before_head(model, rows, cols)
-    with gather:
-        logits = model(input_ids=input_ids.to(device), logits_to_keep=torch.arange(first, last, device=device),
-                       use_cache=False).logits
-    picked = logits[rows, cols] if full_logits else logits[0]
-    scores = torch.log_softmax(picked.float(), dim=-1).gather(1, targets[:, None])[:, 0].double()
-    return torch.zeros(len(batch), dtype=torch.float64, device=device).index_add_(0, rows, scores).cpu()
+    return score_positions(model, input_ids.to(device), rows=rows, cols=cols, targets=targets, owners=rows,
+                           num_out=len(batch), full_logits=full_logits)
 
 
 def loglikelihoods(

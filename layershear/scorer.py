@@ -13,8 +13,9 @@ from layershear.arch import decoder_blocks
 from layershear.benchmarks import MCItem, get_task, random_accuracy
 from layershear.engine import ENGINES, Engine, EngineStats, batch_shape
 from layershear.errors import ScoringError
-from layershear.loglik import check_lengths, default_max_length, encode_requests, length_sorted_batches, loglikelihoods
+from layershear.loglik import batch_loglikelihoods, check_lengths, default_max_length, encode_requests, length_sorted_batches
 from layershear.metrics import above_random, correct, item_scores, relevance, relevance_or_none
+from layershear.packing import PackedBatch, packable, pack_requests, packed_loglikelihoods
 from layershear.prefix_cache import BlockInputs, capturing, injecting
 from layershear.surgery import drop_blocks
 
@@ -86,14 +87,17 @@ class Scorer:
     """Accuracy-based relevance of decoder blocks on a calibration set.
 
     Each evaluation runs every (context, continuation) request through the model with the chosen
-    blocks removed in memory (no weights copied or reloaded), in length-sorted batches. Results
-    are memoised by drop set, so greedy and beam search never evaluate a model twice.
+    blocks removed in memory (no weights copied or reloaded). The ``fast`` engine lays requests out
+    in packed prefix-tree rows (:mod:`layershear.packing`), the ``reference`` engine in lm-eval's
+    length-sorted, right-padded batches. Results are memoised by drop set, so greedy and beam search
+    never evaluate a model twice.
 
     Args:
         model: a loaded causal LM (any architecture :mod:`layershear.arch` supports), in eval mode.
         tokenizer: its tokenizer.
         items: the calibration set D.
-        batch_size: sequences per forward pass.
+        batch_size: sequences per forward pass (lm-eval layout); packed batches hold at most as many
+            tokens as ``batch_size`` sequences of the longest request.
         max_length: left-truncation length in tokens; None = the model's context length (lm-eval).
         metric: ``auto`` (acc_norm where the task reports it, else acc), ``acc`` or ``acc_norm``.
         add_bos: prepend BOS to every context (models trained to always see one, e.g. Gemma).
@@ -122,17 +126,29 @@ class Scorer:
         self.items = list(items)
         self.metrics = [task_metric(item.task, metric) for item in self.items]
         self.requests = encode_requests(self.items, tokenizer, add_bos=add_bos)
-        self.batches = length_sorted_batches(self.requests, batch_size)
         self.max_length = max_length or default_max_length(model)
         check_lengths(self.requests, self.max_length)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.packed = self.engine.packed and packable(model)
+        if self.engine.packed and not self.packed:
+            LOG.warning("%s: packed rows / shared contexts are not tested for this architecture; scoring unpacked",
+                        model.config.model_type)
+        self.batches: list[list[int] | PackedBatch]
+        if self.packed:
+            longest = max(min(r.num_tokens, self.max_length) for r in self.requests)
+            self.batches = pack_requests(self.requests, max_length=self.max_length, share=self.engine.share_context,
+                                         pack=self.engine.pack, row_tokens=self.engine.row_tokens,
+                                         batch_tokens=batch_size * longest)
+        else:
+            self.batches = length_sorted_batches(self.requests, batch_size)
         self.on_progress = on_progress
         self.num_blocks = len(decoder_blocks(model))
         self.num_evaluations = 0
         self.stats = EngineStats()
         self._cache: dict[frozenset[int], Evaluation] = {}
         self._prefix: BlockInputs | None = None   # block inputs of the last parent whose children were scored
-        self._shapes = [batch_shape([self.requests[k] for k in idx], self.max_length, self.engine) for idx in self.batches]
+        self._shapes = [batch_shape(b if isinstance(b, PackedBatch) else [self.requests[k] for k in b],
+                                    self.max_length, self.engine) for b in self.batches]
 
     @property
     def num_tokens(self) -> int:
@@ -158,9 +174,19 @@ class Scorer:
                 self.on_progress(label, done, len(self.batches))
 
         self.stats.count(self._shapes, blocks_run=self.num_blocks - len(drop))
+        out = torch.empty(len(self.requests), dtype=torch.float64)
+        full_logits = not self.engine.scored_head
         with drop_blocks(self.model, drop), (hook(self.model) if hook else contextlib.nullcontext()):
-            return loglikelihoods(self.model, self.requests, max_length=self.max_length, pad_id=self.pad_id,
-                                  batches=self.batches, on_batch=tick, full_logits=not self.engine.scored_head)
+            for batch in self.batches:
+                if isinstance(batch, PackedBatch):
+                    out[list(batch.requests)] = packed_loglikelihoods(self.model, batch, pad_id=self.pad_id,
+                                                                      full_logits=full_logits)
+                else:
+                    out[batch] = batch_loglikelihoods(self.model, [self.requests[k] for k in batch],
+                                                      max_length=self.max_length, pad_id=self.pad_id,
+                                                      full_logits=full_logits)
+                tick()
+        return out
 
     def evaluate(self, drop: Iterable[int] = ()) -> Evaluation:
         """Acc(f_-drop, D): calibration accuracy with the blocks in ``drop`` removed (memoised)."""

@@ -8,6 +8,7 @@ from conftest import load
 
 from layershear.arch import decoder_blocks
 from layershear.benchmarks import MCItem
+from layershear.engine import Engine
 from layershear.errors import ScoringError
 from layershear.scorer import Scorer
 from layershear.search import GreedyPruner
@@ -56,7 +57,7 @@ def test_fast_children_equal_reference(tiny_checkpoints, name):
 def test_block_skipping_saves_about_half_of_the_block_work(tiny_checkpoints):
     model = load(tiny_checkpoints("llama"))
     fast = Scorer(model, CharTokenizer(), _items(), batch_size=4)
-    ref = Scorer(model, CharTokenizer(), _items(), batch_size=4, engine="reference")
+    ref = Scorer(model, CharTokenizer(), _items(), batch_size=4, engine=Engine(skip_prefix=False))  # same layout
     fast.evaluate_children(frozenset(), range(6))
     ref.evaluate_children(frozenset(), range(6))
     # reference: 6 candidates x 5 blocks; fast: 1 capture pass x 6 blocks + sum over b of (blocks after b)
