@@ -15,7 +15,7 @@ from layershear.engine import ENGINES, Engine, EngineStats, batch_shape
 from layershear.errors import ScoringError
 from layershear.loglik import batch_loglikelihoods, check_lengths, default_max_length, encode_requests, length_sorted_batches
 from layershear.metrics import above_random, correct, item_scores, relevance, relevance_or_none
-from layershear.packing import PackedBatch, packable, pack_requests, packed_loglikelihoods
+from layershear.packing import PackedBatch, pack_requests, packable, packed_loglikelihoods
 from layershear.prefix_cache import BlockInputs, capturing, injecting
 from layershear.surgery import drop_blocks
 
