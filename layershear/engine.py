@@ -18,15 +18,17 @@ class Engine:
     :mod:`layershear.prefix_cache`). ``share_context``: the choices of a question (and any prefix
     common to several questions) are computed once, in a prefix tree (see :mod:`layershear.packing`).
     ``pack``: several sequences or trees share a row of ``row_tokens`` tokens, so padding is only a
-    row's tail. Without ``share_context`` and ``pack`` rows are lm-eval's: one right-padded request
-    per row, batches sorted by length.
+    row's tail (None: the width of :data:`ROW_TOKENS` with the fewest FLOPs per pass, counted by
+    :class:`FlopModel`; wider rows waste less on padding but compute more masked attention).
+    Without ``share_context`` and ``pack`` rows are lm-eval's: one right-padded request per row,
+    batches sorted by length.
     """
 
     scored_head: bool = True
     skip_prefix: bool = True
     share_context: bool = True
     pack: bool = True
-    row_tokens: int = 512
+    row_tokens: int | None = None   # None: the width in ROW_TOKENS with the fewest counted FLOPs
 
     @property
     def packed(self) -> bool:
@@ -40,6 +42,10 @@ ENGINES: dict[str, Engine] = {
     "fast": Engine(),
     "reference": Engine(scored_head=False, skip_prefix=False, share_context=False, pack=False),
 }
+
+
+ROW_TOKENS: tuple[int, ...] = (256, 512, 1024, 2048)
+"""Row widths tried when ``Engine.row_tokens`` is None."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,42 @@ class EngineStats:
     @property
     def padding_fraction(self) -> float:
         return 1.0 - self.real_tokens / self.padded_tokens if self.padded_tokens else 0.0
+
+
+@dataclass(frozen=True)
+class FlopModel:
+    """Multiply-add FLOPs (2 per MAC) of the work counted in :class:`EngineStats`.
+
+    ``block_token``: 2 x parameters of one decoder block (every matmul of the block, per token);
+    ``attention_pair``: 4 x heads x head_dim (QK^T and attention x V, per query-key pair and block);
+    ``head_position``: 2 x LM-head parameters. Norms, activations and embeddings are left out.
+    """
+
+    block_token: int
+    attention_pair: int
+    head_position: int
+
+    @classmethod
+    def of(cls, model) -> FlopModel:
+        from layershear.arch import decoder_blocks
+
+        config = getattr(model.config, "text_config", None) or model.config
+        heads = getattr(config, "num_attention_heads", None) or config.n_head
+        hidden = getattr(config, "hidden_size", None) or config.n_embd
+        head_dim = getattr(config, "head_dim", None) or hidden // heads
+        return cls(block_token=2 * sum(p.numel() for p in decoder_blocks(model)[0].parameters()),
+                   attention_pair=4 * heads * head_dim,
+                   head_position=2 * sum(p.numel() for p in model.get_output_embeddings().parameters()))
+
+    def flops(self, stats: EngineStats) -> int:
+        return (self.block_token * stats.block_tokens + self.attention_pair * stats.attention_pairs
+                + self.head_position * stats.head_positions)
+
+    def pass_flops(self, shapes: Sequence[BatchShape], num_blocks: int) -> int:
+        """FLOPs of one full-model pass over batches of these shapes."""
+        stats = EngineStats()
+        stats.count(shapes, blocks_run=num_blocks)
+        return self.flops(stats)
 
 
 def batch_shape(batch: Sequence[EncodedRequest] | PackedBatch, max_length: int, engine: Engine) -> BatchShape:

@@ -133,9 +133,10 @@ def pack_requests(requests: Sequence[EncodedRequest], *, max_length: int, row_to
     With ``share`` the choices of one item go into one trie (their common context once) and items
     are placed in token order, so items with a common prefix land in the same row and share it.
     Without it every request is its own path (packing only). With ``pack`` tries are placed
-    first-fit into rows of ``max(row_tokens, largest item)`` tokens, else each gets a row of its own.
+    first-fit into rows of ``row_tokens`` tokens (a larger trie gets a row of its own), else each
+    trie gets a row of its own.
     Rows are grouped longest first into batches of at most ``batch_tokens`` padded tokens (at least
-    one row).
+    one row) whose rows are at least 7/8 as long as the batch's longest.
 
     Returns:
         Batches covering every request exactly once.
@@ -145,34 +146,38 @@ def pack_requests(requests: Sequence[EncodedRequest], *, max_length: int, row_to
     for k, req in enumerate(requests):
         units.setdefault(req.item if share else k, []).append(k)
     sizes = {u: _standalone_size([inputs[k][0] for k in ks], share) for u, ks in units.items()}
-    width = max(row_tokens, max(sizes.values(), default=1))
     if share:
         order = sorted(units, key=lambda u: (inputs[units[u][0]][0], u))
     else:
         order = sorted(units, key=lambda u: (-sizes[u], u))
 
     rows: list[tuple[_Trie, dict[int, list[int]]]] = []      # trie, request -> node path
+    open_rows: list[tuple[_Trie, dict[int, list[int]]]] = []
     for u in order:
-        placed = False
-        for trie, paths in (rows[-_OPEN_ROWS:] if pack else ()):
-            if width - trie.size < sizes[u] and (trie, paths) is not rows[-1]:
-                continue
+        trie = _Trie(share)
+        entry = (trie, {k: trie.insert(inputs[k][0]) for k in units[u]})
+        if not pack or trie.size >= row_tokens:       # a row of its own
+            rows.append(entry)
+            continue
+        for trie, paths in open_rows:
+            if row_tokens - trie.size < sizes[u] and trie is not open_rows[-1][0]:
+                continue                               # cannot fit unless it shares a prefix with its neighbour
             before = trie.size
             new = {k: trie.insert(inputs[k][0]) for k in units[u]}
-            if trie.size <= width:
+            if trie.size <= row_tokens:
                 paths.update(new)
-                placed = True
                 break
             trie.rollback(before)
-        if not placed:
-            trie = _Trie(share)
-            rows.append((trie, {k: trie.insert(inputs[k][0]) for k in units[u]}))
+        else:
+            rows.append(entry)
+            open_rows = (open_rows + [entry])[-_OPEN_ROWS:]
 
     laid = [(trie.layout(), paths) for trie, paths in rows]
     laid.sort(key=lambda x: -len(x[0][0].tokens))
     batches, current = [], []
     for entry in laid:
-        if current and (len(current) + 1) * len(current[0][0][0].tokens) > batch_tokens:
+        width = len(current[0][0][0].tokens) if current else 0
+        if current and ((len(current) + 1) * width > batch_tokens or 8 * len(entry[0][0].tokens) < 7 * width):
             batches.append(_batch(current, inputs))
             current = []
         current.append(entry)

@@ -11,7 +11,7 @@ import torch
 
 from layershear.arch import decoder_blocks
 from layershear.benchmarks import MCItem, get_task, random_accuracy
-from layershear.engine import ENGINES, Engine, EngineStats, batch_shape
+from layershear.engine import ENGINES, ROW_TOKENS, BatchShape, Engine, EngineStats, FlopModel, batch_shape
 from layershear.errors import ScoringError
 from layershear.loglik import batch_loglikelihoods, check_lengths, default_max_length, encode_requests, length_sorted_batches
 from layershear.metrics import above_random, correct, item_scores, relevance, relevance_or_none
@@ -130,15 +130,13 @@ class Scorer:
         check_lengths(self.requests, self.max_length)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.packed = self.engine.packed and packable(model)
+        self.row_tokens: int | None = None     # packed row width in use
         if self.engine.packed and not self.packed:
             LOG.warning("%s: packed rows / shared contexts are not tested for this architecture; scoring unpacked",
                         model.config.model_type)
         self.batches: list[list[int] | PackedBatch]
         if self.packed:
-            longest = max(min(r.num_tokens, self.max_length) for r in self.requests)
-            self.batches = pack_requests(self.requests, max_length=self.max_length, share=self.engine.share_context,
-                                         pack=self.engine.pack, row_tokens=self.engine.row_tokens,
-                                         batch_tokens=batch_size * longest)
+            self.batches = self._packed_batches(batch_size)
         else:
             self.batches = length_sorted_batches(self.requests, batch_size)
         self.on_progress = on_progress
@@ -147,8 +145,26 @@ class Scorer:
         self.stats = EngineStats()
         self._cache: dict[frozenset[int], Evaluation] = {}
         self._prefix: BlockInputs | None = None   # block inputs of the last parent whose children were scored
-        self._shapes = [batch_shape(b if isinstance(b, PackedBatch) else [self.requests[k] for k in b],
-                                    self.max_length, self.engine) for b in self.batches]
+        self._shapes = self._shapes_of(self.batches)
+
+    def _shapes_of(self, batches) -> list[BatchShape]:
+        return [batch_shape(b if isinstance(b, PackedBatch) else [self.requests[k] for k in b], self.max_length,
+                            self.engine) for b in batches]
+
+    def _packed_batches(self, batch_size: int) -> list[PackedBatch]:
+        """Packed layout; with ``row_tokens=None`` the row width with the fewest counted FLOPs."""
+        longest = max(min(r.num_tokens, self.max_length) for r in self.requests)
+        widths = [self.engine.row_tokens] if self.engine.row_tokens else list(ROW_TOKENS)
+        flops = FlopModel.of(self.model)
+        best = None
+        for width in widths:
+            batches = pack_requests(self.requests, max_length=self.max_length, share=self.engine.share_context,
+                                    pack=self.engine.pack, row_tokens=width, batch_tokens=batch_size * max(longest, width))
+            cost = flops.pass_flops(self._shapes_of(batches), len(decoder_blocks(self.model)))
+            if best is None or cost < best[0]:
+                best = (cost, width, batches)
+        self.row_tokens = best[1]
+        return best[2]
 
     @property
     def num_tokens(self) -> int:

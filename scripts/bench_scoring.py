@@ -5,10 +5,11 @@ Prints, per configuration: forward passes, padded tokens, block-tokens (tokens x
 LM-head positions, counted FLOPs, wall time, tokens/s, speed-up over the reference engine (FLOPs and
 wall time), peak memory, and whether it removed the same blocks with the same relevances.
 
-FLOPs are counted from the batch shapes: 2 x (parameters of one decoder block) per block-token plus
-2 x (LM-head parameters) per LM-head position; attention-score FLOPs (4 x seq_len x hidden per token
-and layer) are left out of both sides. The reference engine is lm-eval's computation (every
-candidate runs every request, requests sorted by length, LM head at every position).
+FLOPs are counted from the batch shapes (layershear.engine.FlopModel): 2 x (parameters of one
+decoder block) per block-token, 4 x heads x head_dim per attention (query, key) pair and block
+(the causal half for lm-eval rows, the full square for rows with a custom mask), and 2 x (LM-head
+parameters) per LM-head position. The reference engine is lm-eval's computation (every candidate
+runs every request, requests sorted by length, LM head at every position).
 
 Example (CPU, the embedded demo model; about 5 minutes on 2 cores):
     python scripts/bench_scoring.py --model models/smollm2-135m-instruct --dtype bf16 \\
@@ -32,22 +33,21 @@ from layershear.arch import decoder_blocks
 from layershear.benchmarks import find_data_dir
 from layershear.calibration import build_calibration
 from layershear.devices import resolve_device, resolve_dtype
-from layershear.engine import Engine
+from layershear.engine import Engine, FlopModel
 from layershear.model_io import load_model
 from layershear.recipe import load_calibration
 from layershear.scorer import Scorer
 from layershear.search import GreedyPruner, num_blocks_to_drop
 
+_OFF = Engine(scored_head=False, skip_prefix=False, share_context=False, pack=False)
 CONFIGS = {
-    "reference": Engine(scored_head=False, skip_prefix=False),
-    "+scored head": Engine(scored_head=True, skip_prefix=False),
-    "+prefix skip": Engine(scored_head=False, skip_prefix=True),
-    "fast (both)": Engine(scored_head=True, skip_prefix=True),
+    "reference": _OFF,
+    "+scored head only": dataclasses.replace(_OFF, scored_head=True),
+    "+prefix skip only": dataclasses.replace(_OFF, skip_prefix=True),
+    "+shared context only": dataclasses.replace(_OFF, share_context=True),
+    "+packing only": dataclasses.replace(_OFF, pack=True),
+    "fast (all)": Engine(),
 }
-
-
-def _params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def _peak_memory(device: torch.device) -> str:
@@ -61,8 +61,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     model, tokenizer = load_model(args.model, dtype=resolve_dtype(args.dtype, device), device=device)
     calib = build_calibration(load_calibration(args.calib), data_dir=find_data_dir())
     blocks = decoder_blocks(model)
-    block_params = _params(blocks[0])
-    head_params = _params(model.get_output_embeddings())
+    flop_model = FlopModel.of(model)
     num_drop = args.num_drop or num_blocks_to_drop(len(blocks), ratio=args.ratio)
     rows = []
     for name, engine in CONFIGS.items():
@@ -77,7 +76,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         seconds = time.perf_counter() - start
         s = scorer.stats
         rows.append({"config": name, "engine": dataclasses.asdict(engine), "seconds": seconds,
-                     "flops": 2 * (block_params * s.block_tokens + head_params * s.head_positions),
+                     "flops": flop_model.flops(s), "padding_fraction": s.padding_fraction, "row_tokens": scorer.row_tokens,
                      "removed": list(result.removed),
                      "relevances": [[c.relevance for c in st.candidates] for st in result.steps],
                      "peak_memory": _peak_memory(device), **dataclasses.asdict(s)})
@@ -92,7 +91,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                                         for a, b in zip(ra, rb))
     meta = {"model": args.model, "dtype": args.dtype, "device": str(device), "calib": args.calib,
             "calibration_docs": len(calib.items), "num_blocks": len(blocks), "num_drop": num_drop,
-            "block_params": block_params, "head_params": head_params}
+            **dataclasses.asdict(flop_model)}
     return [meta, *rows]
 
 
@@ -100,12 +99,13 @@ def render(meta: dict, rows: list[dict]) -> Table:
     table = Table(title=f"Scoring engines on the same greedy job: {meta['model']} ({meta['num_blocks']} blocks, "
                         f"remove {meta['num_drop']}), {meta['calibration_docs']} calibration docs, "
                         f"{meta['dtype']} on {meta['device']}")
-    cols = ["config", "passes", "padded tok", "block-tok", "head pos", "GFLOP", "wall s", "tok/s",
+    cols = ["config", "passes", "tokens", "padding", "block-tok", "head pos", "GFLOP", "wall s", "tok/s",
             "FLOP x", "wall x", "peak mem", "same blocks", "max |Δrel|"]
     for col in cols:
         table.add_column(col, justify="left" if col == "config" else "right")
     for r in rows:
-        table.add_row(r["config"], str(r["forward_passes"]), f"{r['padded_tokens']:,}", f"{r['block_tokens']:,}",
+        table.add_row(r["config"], str(r["forward_passes"]), f"{r['padded_tokens']:,}", f"{r['padding_fraction']:.1%}",
+                      f"{r['block_tokens']:,}",
                       f"{r['head_positions']:,}", f"{r['flops'] / 1e9:,.0f}", f"{r['seconds']:.1f}",
                       f"{r['tokens_per_s']:,.0f}", f"{r['flops_ratio']:.2f}", f"{r['wall_ratio']:.2f}",
                       r["peak_memory"], "yes" if r["same_blocks"] else "NO", f"{r['max_relevance_diff']:.2g}")
