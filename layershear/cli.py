@@ -37,10 +37,19 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="layershear")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: transformers' too).")
 def cli(verbose: int) -> None:
-    """Remove whole decoder blocks from an LLM by accuracy-based relevance and export a Hugging Face model."""
+    """Remove whole decoder blocks from an LLM by accuracy-based relevance and export a Hugging Face model.
+
+    Under torchrun (WORLD_SIZE > 1) the processes split the calibration batches; only rank 0 prints
+    and writes.
+    """
     from rich.logging import RichHandler
 
-    from layershear.render import ERR
+    from layershear.distributed import init_from_env, is_main
+    from layershear.render import ERR, OUT
+
+    init_from_env()
+    if not is_main():
+        ERR.quiet = OUT.quiet = True
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=ERR, show_path=False)], force=True)
@@ -123,14 +132,32 @@ def _calibration(spec: str, data_source: str, data_dir: Path | None):
     return calib
 
 
-def _scorer(model, tokenizer, calib, *, batch_size, max_length, metric, add_bos, engine, bar, task_id):
+def _scorer(model, tokenizer, calib, *, batch_size, max_length, metric, add_bos, engine, bar, task_id, race=None):
     from layershear.scorer import Scorer
 
     def on_progress(label: str, done: int, total: int) -> None:
         bar.update(task_id, advance=1, description=label)
 
     return Scorer(model, tokenizer, calib.items, batch_size=batch_size, max_length=max_length, metric=metric,
-                  add_bos=add_bos, engine=engine, on_progress=on_progress)
+                  add_bos=add_bos, engine=engine, on_progress=on_progress, race=race)
+
+
+def _print_plan(scorer) -> None:
+    """One line on the batch layout, one on the prefix cache, one on racing."""
+    from layershear.racing import BOUND
+    from layershear.render import ERR
+
+    rows = sum(s.rows for s in scorer._shapes)
+    padded = sum(s.rows * s.width for s in scorer._shapes)
+    real = sum(s.real_tokens for s in scorer._shapes)
+    layout = f"packed prefix-tree rows of {scorer.row_tokens} tokens" if scorer.packed else "one request per row"
+    ERR.print(f"layout: {layout}; {len(scorer.batches)} batches, {rows} rows, {real:,} tokens computed per pass for "
+              f"{scorer.num_tokens:,} request tokens, padding {1 - real / padded:.1%}", markup=False, soft_wrap=True)
+    if scorer.cache_plan is not None:
+        ERR.print(scorer.cache_plan.describe(), markup=False, soft_wrap=True)
+    if scorer.race is not None:
+        ERR.print(f"racing: {BOUND}; delta {scorer.race.delta} per step, {scorer.race.slices} slices, "
+                  f"keep {scorer.race.keep}", markup=False, soft_wrap=True)
 
 
 @cli.command()
@@ -144,16 +171,24 @@ def _scorer(model, tokenizer, calib, *, batch_size, max_length, metric, add_bos,
               help="Beam width; 1 = the paper's greedy search, >1 backtracks over the best partial drop sets.")
 @click.option("--eval", "eval_spec", default=None,
               help="Eval suite run before and after pruning on held-out docs (eval-paper, eval-demo, or task[:limit],...).")
+@click.option("--race", is_flag=True, help="Racing: stop scoring a candidate once a confidence bound shows it cannot be "
+              "removed this step (Hoeffding-Serfling on growing random slices). Exact mode is the default.")
+@click.option("--race-delta", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True,
+              help="With --race: probability per step that racing drops the candidate exact mode would remove.")
+@click.option("--race-slices", type=click.IntRange(min=2), default=8, show_default=True,
+              help="With --race: random slices of the calibration set (looks at the bound).")
 @click.option("--push-to-hub", "push_repo", default=None, help="Also upload the pruned model to this Hub repo (user/name).")
 @click.option("--private", is_flag=True, help="Create the Hub repo as private.")
 @click.option("--max-shard-size", default="5GB", show_default=True, help="Largest safetensors shard (e.g. 2GB, 500MB).")
 @_data_options
 @_model_options
-def prune(model, ratio, num_blocks, calib_spec, metric, engine, out, overwrite, beam_width, eval_spec, push_repo, private,
-          max_shard_size, data_source, data_dir, batch_size, max_length, add_bos, dtype, device, revision) -> None:
+def prune(model, ratio, num_blocks, calib_spec, metric, engine, out, overwrite, beam_width, eval_spec, race, race_delta,
+          race_slices, push_repo, private, max_shard_size, data_source, data_dir, batch_size, max_length, add_bos, dtype,
+          device, revision) -> None:
     """Score blocks, remove the least relevant ones greedily, export the pruned MODEL (Hub id or local folder)."""
     from layershear.benchmarks import find_data_dir
     from layershear.calibration import build_eval
+    from layershear.racing import RaceSettings
     from layershear.recipe import load_eval_suite
     from layershear.search import GreedyPruner, check_ratio, num_blocks_to_drop
 
@@ -183,8 +218,10 @@ def prune(model, ratio, num_blocks, calib_spec, metric, engine, out, overwrite, 
     started = time.perf_counter()
     with progress() as bar:
         task_id = bar.add_task("scoring", total=None)
+        race_settings = RaceSettings(delta=race_delta, slices=race_slices, keep=beam_width) if race else None
         scorer = _scorer(hf_model, tokenizer, calib, batch_size=batch_size, max_length=max_length, metric=metric,
-                         add_bos=add_bos, engine=engine, bar=bar, task_id=task_id)
+                         add_bos=add_bos, engine=engine, bar=bar, task_id=task_id, race=race_settings)
+        _print_plan(scorer)
         captures = num_drop * beam_width if scorer.engine.skip_prefix else 0   # one caching pass per parent
         evals = 1 + captures + sum(beam_width * (n_blocks - k) for k in range(num_drop))
         bar.update(task_id, total=evals * len(scorer.batches))
@@ -196,6 +233,10 @@ def prune(model, ratio, num_blocks, calib_spec, metric, engine, out, overwrite, 
                                max_length=max_length, add_bos=add_bos) if eval_tasks else None
     record = _prune_record(model, calib, scorer, result, evaluation, seconds, metric=metric, engine=engine, ratio=ratio,
                            dtype=dtype, device=device, eval_spec=eval_spec)
+    from layershear.distributed import is_main
+
+    if not is_main():
+        return                 # rank 0 writes the model
     _export(model, revision, result, record, out, overwrite, max_shard_bytes, calib.recipe)
     ERR.print(f"wrote {out} (load it with AutoModelForCausalLM.from_pretrained({str(out)!r}))", markup=False)
     if push_repo:
@@ -243,13 +284,17 @@ def _run_eval(model, tokenizer, tasks, name, **kw):
 
 
 def _prune_record(model, calib, scorer, result, evaluation, seconds, *, metric, engine, ratio, dtype, device, eval_spec):
+    from layershear.racing import BOUND as RACE_BOUND
     from layershear.report import calibration_dict, eval_dict, run_record, search_dict
 
     sections = {
         "model": {"source": model, "num_blocks": result.num_blocks},
         "calibration": calibration_dict(calib, metric=metric, num_tokens=scorer.num_tokens),
         "search": search_dict(result),
-        "cost": {"seconds": round(seconds, 2), "engine": dataclasses.asdict(scorer.engine),
+        "cost": {"seconds": round(seconds, 2), "engine": dataclasses.asdict(scorer.engine), "row_tokens": scorer.row_tokens,
+                 "padding_fraction": scorer.stats.padding_fraction,
+                 "cache_plan": dataclasses.asdict(scorer.cache_plan) if scorer.cache_plan else None,
+                 "race": ({"bound": RACE_BOUND, **dataclasses.asdict(scorer.race)} if scorer.race else None),
                  "evaluations": scorer.num_evaluations, "tokens_per_evaluation": scorer.num_tokens,
                  **dataclasses.asdict(scorer.stats)},
     }
@@ -320,9 +365,12 @@ def _check_json_path(path: str | None) -> None:
 
 
 def _write_json(record: dict, path: str) -> None:
+    from layershear.distributed import is_main
     from layershear.render import ERR
     from layershear.report import dumps
 
+    if not is_main():
+        return
     if path == "-":
         click.echo(dumps(record), nl=False)
     else:

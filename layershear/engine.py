@@ -19,7 +19,8 @@ class Engine:
     common to several questions) are computed once, in a prefix tree (see :mod:`layershear.packing`).
     ``pack``: several sequences or trees share a row of ``row_tokens`` tokens, so padding is only a
     row's tail (None: the width of :data:`ROW_TOKENS` with the fewest FLOPs per pass, counted by
-    :class:`FlopModel`; wider rows waste less on padding but compute more masked attention).
+    :class:`FlopModel`; wider rows waste less on padding but compute more masked attention; 0 =
+    one tree per row).
     Without ``share_context`` and ``pack`` rows are lm-eval's: one right-padded request per row,
     batches sorted by length.
     """
@@ -28,7 +29,7 @@ class Engine:
     skip_prefix: bool = True
     share_context: bool = True
     pack: bool = True
-    row_tokens: int | None = None   # None: the width in ROW_TOKENS with the fewest counted FLOPs
+    row_tokens: int | None = None   # None: the width in ROW_TOKENS with the fewest counted FLOPs; 0: a row per tree
 
     @property
     def packed(self) -> bool:
@@ -44,8 +45,9 @@ ENGINES: dict[str, Engine] = {
 }
 
 
-ROW_TOKENS: tuple[int, ...] = (256, 512, 1024, 2048)
-"""Row widths tried when ``Engine.row_tokens`` is None."""
+ROW_TOKENS: tuple[int, ...] = (0, 256, 512, 1024, 2048)
+"""Row widths tried when ``Engine.row_tokens`` is None; 0 = one prefix tree per row (rows of similar
+width batched together), which computes the least masked attention."""
 
 
 @dataclass(frozen=True)

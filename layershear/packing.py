@@ -156,7 +156,7 @@ def pack_requests(requests: Sequence[EncodedRequest], *, max_length: int, row_to
     for u in order:
         trie = _Trie(share)
         entry = (trie, {k: trie.insert(inputs[k][0]) for k in units[u]})
-        if not pack or trie.size >= row_tokens:       # a row of its own
+        if not pack or trie.size >= row_tokens:       # a row of its own (always with row_tokens=0)
             rows.append(entry)
             continue
         for trie, paths in open_rows:

@@ -44,7 +44,8 @@ def search_dict(result: SearchResult) -> dict[str, Any]:
         "steps": [{"step": s.step, "removed_block": s.chosen.block_idx, "relevance": s.chosen.relevance,
                    "accuracy": s.chosen.accuracy, "accuracy_by_task": s.chosen.accuracy_by_task,
                    "relevance_by_task": s.chosen.relevance_by_task,
-                   "candidates": [{"block_idx": c.block_idx, "relevance": c.relevance, "accuracy": c.accuracy}
+                   "candidates": [{"block_idx": c.block_idx, "relevance": c.relevance, "accuracy": c.accuracy,
+                                   "exact": c.exact, "sequences": c.sequences}
                                   for c in s.candidates]}
                   for s in result.steps],
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -11,12 +12,14 @@ import torch
 
 from layershear.arch import decoder_blocks
 from layershear.benchmarks import MCItem, get_task, random_accuracy
+from layershear.distributed import my_share, sum_across
 from layershear.engine import ENGINES, ROW_TOKENS, BatchShape, Engine, EngineStats, FlopModel, batch_shape
 from layershear.errors import ScoringError
 from layershear.loglik import batch_loglikelihoods, check_lengths, default_max_length, encode_requests, length_sorted_batches
 from layershear.metrics import above_random, correct, item_scores, relevance, relevance_or_none
 from layershear.packing import PackedBatch, pack_requests, packable, packed_loglikelihoods
-from layershear.prefix_cache import BlockInputs, capturing, injecting
+from layershear.prefix_cache import BlockInputs, CachePlan, capturing, injecting, plan_cache
+from layershear.racing import RaceSettings, eliminated, item_slices, per_test_delta
 from layershear.surgery import drop_blocks
 
 LOG = logging.getLogger(__name__)
@@ -30,7 +33,9 @@ class Evaluation:
 
     ``accuracy`` is the micro average over all items (each item's own metric, see
     :func:`task_metric`), ``random`` is r(D) over the same items; ``gold_prob`` is the mean
-    softmax probability (over the item's choices) of the gold choice, a smooth tie-breaker.
+    softmax probability (over the item's choices) of the gold choice, a smooth tie-breaker. A
+    candidate dropped by racing (:mod:`layershear.racing`) has ``exact=False`` and these numbers on
+    the items it was scored on only (``correct`` then covers those items).
     """
 
     drop: frozenset[int]
@@ -41,6 +46,8 @@ class Evaluation:
     random_by_task: dict[str, float]
     correct: tuple[bool, ...] = field(repr=False)
     loglikelihoods: torch.Tensor | None = field(default=None, repr=False, compare=False)  # float64 [num_requests]
+    exact: bool = True        # False: a racing estimate on the first ``sequences`` requests of a random slice order
+    sequences: int = 0        # (context, continuation) requests scored for this evaluation
 
     @property
     def above_random(self) -> bool:
@@ -57,6 +64,8 @@ class BlockScore:
     relevance_by_task: dict[str, float | None]
     accuracy_by_task: dict[str, float]
     gold_prob: float
+    exact: bool = True
+    sequences: int = 0
 
 
 def task_metric(task: str, metric: str = "auto") -> str:
@@ -77,9 +86,11 @@ def block_score(parent: Evaluation, child: Evaluation, block_idx: int) -> BlockS
         relevance=relevance(child.accuracy, parent.accuracy, parent.random),
         accuracy=child.accuracy,
         relevance_by_task={t: relevance_or_none(child.accuracy_by_task[t], a, parent.random_by_task[t])
-                           for t, a in parent.accuracy_by_task.items()},
+                           if t in child.accuracy_by_task else None for t, a in parent.accuracy_by_task.items()},
         accuracy_by_task=dict(child.accuracy_by_task),
         gold_prob=child.gold_prob,
+        exact=child.exact,
+        sequences=child.sequences,
     )
 
 
@@ -104,6 +115,10 @@ class Scorer:
         engine: ``fast`` (default), ``reference`` (see :data:`ENGINES`) or an :class:`Engine`; all
             give the same numbers (up to floating-point rounding of the LM head's batch shape).
         on_progress: progress callback, see :data:`ProgressFn`.
+        cache_plan: where and how densely block inputs are cached (``fast`` engine); None = chosen
+            by measured free memory (:func:`layershear.prefix_cache.plan_cache`).
+        race: race the candidates of each step on growing random slices of D and stop scoring those
+            that cannot be removed this step (:mod:`layershear.racing`); None = exact mode.
 
     Raises:
         ScoringError: empty calibration set, unknown engine.
@@ -116,7 +131,8 @@ class Scorer:
 
     def __init__(self, model, tokenizer, items: Sequence[MCItem], *, batch_size: int = 16,
                  max_length: int | None = None, metric: str = "auto", add_bos: bool = False,
-                 engine: str | Engine = "fast", on_progress: ProgressFn | None = None) -> None:
+                 engine: str | Engine = "fast", on_progress: ProgressFn | None = None,
+                 cache_plan: CachePlan | None = None, race: RaceSettings | None = None) -> None:
         if not items:
             raise ScoringError("The calibration set is empty; check the recipe's tasks and fractions")
         if isinstance(engine, str) and engine not in ENGINES:
@@ -126,6 +142,11 @@ class Scorer:
         self.items = list(items)
         self.metrics = [task_metric(item.task, metric) for item in self.items]
         self.requests = encode_requests(self.items, tokenizer, add_bos=add_bos)
+        self.item_requests: list[list[int]] = [[] for _ in self.items]
+        for k, req in enumerate(self.requests):
+            self.item_requests[req.item].append(k)
+        self.race = race
+        self.item_slice = item_slices(len(self.items), race) if race else [0] * len(self.items)
         self.max_length = max_length or default_max_length(model)
         check_lengths(self.requests, self.max_length)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -138,28 +159,59 @@ class Scorer:
         if self.packed:
             self.batches = self._packed_batches(batch_size)
         else:
-            self.batches = length_sorted_batches(self.requests, batch_size)
+            self.batches = self._sliced(lambda reqs: length_sorted_batches(reqs, batch_size))
+        self.slice_batches: list[list[int]] = [[] for _ in range(max(self.item_slice) + 1)]
+        for j, batch in enumerate(self.batches):
+            self.slice_batches[self._slice_of(batch)].append(j)
         self.on_progress = on_progress
         self.num_blocks = len(decoder_blocks(model))
         self.num_evaluations = 0
         self.stats = EngineStats()
         self._cache: dict[frozenset[int], Evaluation] = {}
+        self._raced: dict[frozenset[int], Evaluation] = {}   # racing estimates of candidates dropped early
         self._prefix: BlockInputs | None = None   # block inputs of the last parent whose children were scored
         self._shapes = self._shapes_of(self.batches)
+        self.cache_plan: CachePlan | None = None
+        if self.engine.skip_prefix:
+            embeddings = model.get_input_embeddings().weight
+            block_bytes = sum(s.rows * s.width for s in self._shapes) * embeddings.shape[1] * embeddings.element_size()
+            self.cache_plan = cache_plan or plan_cache(block_bytes, self.num_blocks, embeddings.device)
 
     def _shapes_of(self, batches) -> list[BatchShape]:
         return [batch_shape(b if isinstance(b, PackedBatch) else [self.requests[k] for k in b], self.max_length,
                             self.engine) for b in batches]
 
+    def _sliced(self, layout):
+        """``layout(requests)`` applied to each racing slice on its own (one slice without racing),
+        with request indices mapped back to ``self.requests``."""
+        out = []
+        for sl in sorted(set(self.item_slice)):
+            index = [k for k, r in enumerate(self.requests) if self.item_slice[r.item] == sl]
+            for batch in layout([self.requests[k] for k in index]):
+                if isinstance(batch, PackedBatch):
+                    out.append(dataclasses.replace(batch, requests=tuple(index[k] for k in batch.requests)))
+                else:
+                    out.append([index[k] for k in batch])
+        return out
+
+    def _requests_of(self, batch) -> list[int]:
+        return list(batch.requests) if isinstance(batch, PackedBatch) else list(batch)
+
+    def _slice_of(self, batch) -> int:
+        return self.item_slice[self.requests[self._requests_of(batch)[0]].item]
+
     def _packed_batches(self, batch_size: int) -> list[PackedBatch]:
         """Packed layout; with ``row_tokens=None`` the row width with the fewest counted FLOPs."""
         longest = max(min(r.num_tokens, self.max_length) for r in self.requests)
-        widths = [self.engine.row_tokens] if self.engine.row_tokens else list(ROW_TOKENS)
+        widths = [self.engine.row_tokens] if self.engine.row_tokens is not None else list(ROW_TOKENS)
+        if not self.engine.pack:
+            widths = [0]
         flops = FlopModel.of(self.model)
         best = None
         for width in widths:
-            batches = pack_requests(self.requests, max_length=self.max_length, share=self.engine.share_context,
-                                    pack=self.engine.pack, row_tokens=width, batch_tokens=batch_size * max(longest, width))
+            batches = self._sliced(lambda reqs, width=width: pack_requests(
+                reqs, max_length=self.max_length, share=self.engine.share_context, pack=self.engine.pack,
+                row_tokens=width, batch_tokens=batch_size * max(longest, width)))
             cost = flops.pass_flops(self._shapes_of(batches), len(decoder_blocks(self.model)))
             if best is None or cost < best[0]:
                 best = (cost, width, batches)
@@ -172,28 +224,26 @@ class Scorer:
         return sum(r.num_tokens for r in self.requests)
 
     def loglikelihoods(self, drop: Iterable[int] = (), *, label: str = "", hook=None,
-                       cache: BlockInputs | None = None) -> torch.Tensor:
+                       caches: Sequence[BlockInputs] = (), only: Sequence[int] | None = None) -> torch.Tensor:
         """Per-request log-likelihoods (float64 ``[num_requests]``) with ``drop`` removed.
 
         ``hook`` is a context manager factory ``hook(model)`` entered inside ``drop_blocks`` (used to
-        capture or inject block inputs); ``cache.batch`` is advanced after every forward pass.
+        capture or inject block inputs); ``cache.batch`` of each of ``caches`` is set to the index of
+        each batch before it runs. ``only`` runs just those batch indices (racing); other entries are
+        0. Under torch.distributed each process runs its share of the batches
+        (:mod:`layershear.distributed`) and the results are summed across processes; ``stats``
+        count this process's share.
         """
         drop = frozenset(drop)
-        done = 0
-
-        def tick() -> None:
-            nonlocal done
-            done += 1
-            if cache is not None:
-                cache.batch = done
-            if self.on_progress is not None:
-                self.on_progress(label, done, len(self.batches))
-
-        self.stats.count(self._shapes, blocks_run=self.num_blocks - len(drop))
-        out = torch.empty(len(self.requests), dtype=torch.float64)
+        todo = my_share(list(range(len(self.batches))) if only is None else list(only))
+        self.stats.count([self._shapes[j] for j in todo], blocks_run=self.num_blocks - len(drop))
+        out = torch.zeros(len(self.requests), dtype=torch.float64)
         full_logits = not self.engine.scored_head
         with drop_blocks(self.model, drop), (hook(self.model) if hook else contextlib.nullcontext()):
-            for batch in self.batches:
+            for done, j in enumerate(todo, 1):
+                batch = self.batches[j]
+                for cache in caches:
+                    cache.batch = j
                 if isinstance(batch, PackedBatch):
                     out[list(batch.requests)] = packed_loglikelihoods(self.model, batch, pad_id=self.pad_id,
                                                                       full_logits=full_logits)
@@ -201,8 +251,9 @@ class Scorer:
                     out[batch] = batch_loglikelihoods(self.model, [self.requests[k] for k in batch],
                                                       max_length=self.max_length, pad_id=self.pad_id,
                                                       full_logits=full_logits)
-                tick()
-        return out
+                if self.on_progress is not None:
+                    self.on_progress(label, done, len(todo))
+        return sum_across(out, next(self.model.parameters()).device)
 
     def evaluate(self, drop: Iterable[int] = ()) -> Evaluation:
         """Acc(f_-drop, D): calibration accuracy with the blocks in ``drop`` removed (memoised)."""
@@ -213,22 +264,28 @@ class Scorer:
             self._store(key, self.loglikelihoods(key, label=f"without {sorted(key)}" if key else "full model"))
         return self._cache[key]
 
-    def _evaluation(self, drop: frozenset[int], lls: torch.Tensor) -> Evaluation:
-        scores = item_scores(self.items, lls, metrics=self.metrics)
-        ok = correct(self.items, scores)
-        probs = [torch.softmax(s, 0)[item.gold] for item, s in zip(self.items, scores)]
+    def _evaluation(self, drop: frozenset[int], lls: torch.Tensor, items: Sequence[int] | None = None) -> Evaluation:
+        """Evaluation from per-request ``lls``; on the item indices ``items`` only (a racing estimate) if given."""
+        index = list(range(len(self.items))) if items is None else list(items)
+        docs = [self.items[i] for i in index]
+        sub = lls[[k for i in index for k in self.item_requests[i]]]
+        scores = item_scores(docs, sub, metrics=[self.metrics[i] for i in index])
+        ok = correct(docs, scores)
+        probs = [torch.softmax(sc, 0)[item.gold] for item, sc in zip(docs, scores)]
         by_task: dict[str, list[int]] = {}
-        for k, item in enumerate(self.items):
+        for k, item in enumerate(docs):
             by_task.setdefault(item.task, []).append(k)
         return Evaluation(
             drop=drop,
             accuracy=float(ok.double().mean()),
-            random=random_accuracy(self.items),
+            random=random_accuracy(docs),
             gold_prob=float(torch.stack(probs).mean()),
             accuracy_by_task={t: float(ok[idx].double().mean()) for t, idx in sorted(by_task.items())},
-            random_by_task={t: random_accuracy([self.items[k] for k in idx]) for t, idx in sorted(by_task.items())},
+            random_by_task={t: random_accuracy([docs[k] for k in idx]) for t, idx in sorted(by_task.items())},
             correct=tuple(bool(x) for x in ok),
-            loglikelihoods=lls,
+            loglikelihoods=lls if items is None else None,
+            exact=items is None,
+            sequences=int(sub.numel()),
         )
 
     def evaluate_children(self, drop: Iterable[int], blocks: Iterable[int]) -> dict[int, Evaluation]:
@@ -241,48 +298,88 @@ class Scorer:
             block index -> evaluation of f without that block, in the order of ``blocks``.
         """
         parent, blocks = frozenset(drop), list(blocks)
-        missing = [b for b in blocks if parent | {b} not in self._cache]
-        if missing and self.engine.skip_prefix:
+        missing = [b for b in blocks if parent | {b} not in self._cache and parent | {b} not in self._raced]
+        if missing and self.race is not None and len(missing) > self.race.keep:
+            self._race_children(parent, missing)
+        elif missing and self.engine.skip_prefix:
             self._children_from_prefix(parent, missing)
-        return {b: self.evaluate(parent | {b}) for b in blocks}
+        return {b: self._raced.get(parent | {b}) or self.evaluate(parent | {b}) for b in blocks}
+
+    def _child_run(self, cache: BlockInputs | None, parent: frozenset[int], b: int):
+        """(blocks to drop, hook factory) that compute f without ``b`` from ``cache`` (None: a full forward)."""
+        if cache is None:
+            return parent | {b}, None
+        kept = [k for k in range(self.num_blocks) if k not in parent]
+        start = cache.checkpoint_before(b)          # b itself unless only checkpoints are cached
+        if start == b:
+            last = b == kept[-1]
+            skipped = parent | {k for k in kept if (k < b if last else k <= b)}
+        else:                                       # run blocks start..b-1 again, skip b, run the rest
+            last = False
+            skipped = parent | {k for k in kept if k < start} | {b}
+        return skipped, lambda m: injecting(m, cache, start, bypass=last)
 
     def _children_from_prefix(self, parent: frozenset[int], missing: list[int]) -> None:
         cache = self._prefix_for(parent)
-        kept = [k for k in range(self.num_blocks) if k not in parent]
         for b in missing:
-            last = b == kept[-1]
-            skipped = parent | {k for k in kept if (k < b if last else k <= b)}
-            cache.batch = 0
-            lls = self.loglikelihoods(skipped, label=f"without {sorted(parent | {b})}", cache=cache,
-                                      hook=lambda m, b=b, last=last: injecting(m, cache, b, bypass=last))
-            self._store(parent | {b}, lls)
+            skipped, hook = self._child_run(cache, parent, b)
+            self._store(parent | {b}, self.loglikelihoods(skipped, label=f"without {sorted(parent | {b})}",
+                                                          caches=[cache], hook=hook))
+
+    def _race_children(self, parent: frozenset[int], missing: list[int]) -> None:
+        """Score ``missing`` slice by slice; after each slice drop the candidates that ``race.keep``
+        others beat with confidence (see :mod:`layershear.racing`); the rest are scored on all of D."""
+        race = self.race
+        cache = self._prefix_for(parent) if self.engine.skip_prefix else None
+        delta = per_test_delta(race, len(missing))
+        lls = {b: torch.full((len(self.requests),), float("nan"), dtype=torch.float64) for b in missing}
+        alive, seen = list(missing), []
+        for sl, batch_ids in enumerate(self.slice_batches):
+            for b in alive:
+                skipped, hook = self._child_run(cache, parent, b)
+                out = self.loglikelihoods(skipped, label=f"without {sorted(parent | {b})} (slice {sl + 1})",
+                                          caches=[cache] if cache else [], hook=hook, only=batch_ids)
+                index = [k for j in batch_ids for k in self._requests_of(self.batches[j])]
+                lls[b][index] = out[index]
+            seen += [i for i, x in enumerate(self.item_slice) if x == sl]
+            if sl == len(self.slice_batches) - 1:
+                break
+            partial = {b: self._evaluation(parent | {b}, lls[b], seen) for b in alive}
+            for b in eliminated({b: torch.tensor(ev.correct) for b, ev in partial.items()}, total=len(self.items),
+                                delta=delta, keep=race.keep):
+                self._raced[parent | {b}] = partial[b]
+                alive.remove(b)
+        for b in alive:
+            self._store(parent | {b}, lls[b])
 
     def _prefix_for(self, parent: frozenset[int]) -> BlockInputs:
-        """Inputs of every block of f = model without ``parent``, derived from the previous step's cache
-        when ``parent`` adds one block b to it (only the blocks after b are run), else by one full pass."""
+        """Cached block inputs of f = model without ``parent`` (the blocks :attr:`cache_plan` keeps),
+        derived from the previous step's cache when ``parent`` adds one block b to it (only the blocks
+        from the last checkpoint before b on are run), else by one full pass."""
         old = self._prefix
         if old is not None and old.drop == parent:
             return old
         kept = [k for k in range(self.num_blocks) if k not in parent]
-        new = BlockInputs(parent)
+        store = set(self.cache_plan.checkpoints(kept))
+        new = BlockInputs(parent, where=self.cache_plan.where)
         added = parent - old.drop if old is not None and old.drop < parent else set()
         if len(added) == 1 and max(added) < kept[-1]:
             (b,) = added
-            new.states = {k: old.states[k] for k in kept if k < b}
-            after = [k for k in kept if k > b]
+            start = old.checkpoint_before(b)
+            new.states = {k: old.states[k] for k in store if k < b}     # same checkpoints before b
+            run = [k for k in kept if k >= start]
 
             def hook(m):
                 stack = contextlib.ExitStack()
-                stack.enter_context(injecting(m, old, b))        # registered first: capture sees the cached input
-                stack.enter_context(capturing(m, after, new))
+                stack.enter_context(injecting(m, old, start))    # registered first: capture sees the cached input
+                stack.enter_context(capturing(m, run, new, {k for k in store if k > b}))
                 return stack
 
-            old.batch = 0
-            lls = self.loglikelihoods(parent | {k for k in kept if k < b}, label=f"caching block inputs without "
-                                      f"{sorted(parent)}", hook=hook, cache=old)
+            lls = self.loglikelihoods(parent | {k for k in kept if k < start}, label=f"caching block inputs without "
+                                      f"{sorted(parent)}", hook=hook, caches=[old, new])
         else:
             lls = self.loglikelihoods(parent, label=f"caching block inputs without {sorted(parent)}",
-                                      hook=lambda m: capturing(m, kept, new))
+                                      hook=lambda m: capturing(m, kept, new, store), caches=[new])
         self._store(parent, lls)
         self._prefix = new
         self.stats.cache_bytes = max(self.stats.cache_bytes, new.nbytes + (old.nbytes if old else 0))

@@ -216,3 +216,27 @@ def test_eval_rejects_a_bad_exclusion_file(tiny_lm_dir, data_dirs, tmp_path):
     bad.write_text('{"calibration": {"draws": [{"task": "piqa"}]}}')
     result = _run("eval", tiny_lm_dir, "--tasks", "piqa", "--data-dir", data_dirs[0], "--exclude-calib", bad)
     _assert_one_error_line(result, "expected a layershear.json")
+
+
+def test_torchrun_two_processes_prune_the_same_blocks(tiny_lm_dir, data_dirs, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    args = ["prune", str(tiny_lm_dir), "--num-blocks", "2", "--calib", "piqa:16", "--data-dir", str(data_dirs[0]),
+            "--batch-size", "2", "--race"]
+    single = _run(*args, "--out", tmp_path / "one")
+    assert single.exit_code == 0, single.output
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "layershear", *args, "--out", str(tmp_path / "two")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = json.loads((tmp_path / "one" / "layershear.json").read_text())
+    two = json.loads((tmp_path / "two" / "layershear.json").read_text())
+    assert two["search"]["removed"] == one["search"]["removed"]
+    for a, b in zip(one["search"]["steps"], two["search"]["steps"]):
+        assert [c["relevance"] for c in a["candidates"]] == pytest.approx([c["relevance"] for c in b["candidates"]])
+    # each process ran about half of the forward passes
+    assert two["cost"]["forward_passes"] < one["cost"]["forward_passes"]
+    assert proc.stderr.count("removing 2 of 4 blocks") == 1          # rank 1 is quiet

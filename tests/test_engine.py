@@ -120,3 +120,39 @@ def test_lm_head_sees_only_the_scored_positions(tiny_checkpoints):
     assert sum(shape[0] * shape[1] for shape in seen) == scored == fast.stats.head_positions
     ref = Scorer(model, CharTokenizer(), items, batch_size=4, engine="reference").loglikelihoods()
     torch.testing.assert_close(lls, ref, atol=1e-4, rtol=1e-6)
+
+
+@pytest.mark.parametrize("where", ["device", "host"])
+def test_checkpointed_cache_gives_the_same_numbers_with_less_memory(tiny_checkpoints, where):
+    from layershear.prefix_cache import CachePlan
+
+    model = load(tiny_checkpoints("qwen3"))
+    items = _items()
+    every = Scorer(model, CharTokenizer(), items, batch_size=4, cache_plan=CachePlan("device", 1, 0, 0, 0))
+    sparse = Scorer(model, CharTokenizer(), items, batch_size=4, cache_plan=CachePlan(where, 3, 0, 0, 0))
+    ref = Scorer(model, CharTokenizer(), items, batch_size=4, engine="reference")
+    for parent in (frozenset(), frozenset({3}), frozenset({1, 3}), frozenset({1, 3, 5})):
+        blocks = [b for b in range(6) if b not in parent]
+        got, want = sparse.evaluate_children(parent, blocks), ref.evaluate_children(parent, blocks)
+        every.evaluate_children(parent, blocks)
+        for b in blocks:
+            torch.testing.assert_close(got[b].loglikelihoods, want[b].loglikelihoods, atol=1e-4, rtol=1e-6)
+    assert sparse.stats.cache_bytes < every.stats.cache_bytes
+    assert every.stats.block_tokens < sparse.stats.block_tokens < ref.stats.block_tokens
+
+
+def test_cache_plan_follows_free_memory():
+    from layershear.prefix_cache import plan_cache
+
+    gib = 2**30
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    # 32 blocks x 1 GiB per block input; two caches are held while a step derives the next
+    assert (p := plan_cache(gib, 32, cuda, free=(200 * gib, 100 * gib))).where == "device" and p.every == 1
+    assert (p := plan_cache(gib, 32, cuda, free=(40 * gib, 200 * gib))).where == "host" and p.every == 1
+    p = plan_cache(gib, 32, cuda, free=(40 * gib, 60 * gib))
+    # every 2nd fits neither (32 GiB vs 20 / 30); every 3rd fits the host (22 GiB <= 30) before every 4th the device
+    assert (p.where, p.every) == ("host", 3) and p.planned_bytes == 22 * gib <= p.budget_bytes
+    assert "1 in 3 block inputs (checkpoints) on host" in p.describe()
+    p = plan_cache(gib, 32, cpu, free=(20 * gib, 20 * gib))          # no host offload on the CPU
+    assert (p.where, p.every) == ("device", 7)
+    assert plan_cache(gib, 32, cpu, free=(0, 0)).every == 32         # nothing fits: only block 0's input

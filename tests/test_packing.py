@@ -142,7 +142,7 @@ def test_automatic_row_width_has_the_fewest_counted_flops(tiny_checkpoints):
     model = load(tiny_checkpoints("llama"))
     auto = Scorer(model, CharTokenizer(), _items(), batch_size=2)
     costs = {}
-    for width in (256, 512, 1024, 2048):
+    for width in (0, 256, 512, 1024, 2048):
         fixed = Scorer(model, CharTokenizer(), _items(), batch_size=2, engine=Engine(row_tokens=width))
         costs[width] = FlopModel.of(model).pass_flops(fixed._shapes, 6)
     assert auto.row_tokens == min(costs, key=lambda w: (costs[w], w))

@@ -36,9 +36,10 @@ class _Path:
 
 
 def rank_key(score: BlockScore) -> tuple:
-    """Deterministic order of candidates: least relevant first; ties broken by higher accuracy,
-    then higher mean gold-choice probability, then lower block index."""
-    return (score.relevance, -score.accuracy, -score.gold_prob, score.block_idx)
+    """Deterministic order of candidates: exactly scored ones first (racing drops the others), then
+    least relevant first; ties broken by higher accuracy, then higher mean gold-choice probability,
+    then lower block index."""
+    return (not score.exact, score.relevance, -score.accuracy, -score.gold_prob, score.block_idx)
 
 
 def _undefined(parent: Evaluation) -> ScoringError:
@@ -94,6 +95,8 @@ def beam_search(evaluate: Evaluate, *, num_blocks: int, num_drop: int, width: in
             raise _undefined(beam[0].evaluation)
         for path in alive:
             for child in _expand(path, children_of, num_blocks):
+                if not child.evaluation.exact:      # racing showed `width` siblings are better
+                    continue
                 best = candidates.get(child.evaluation.drop)
                 if best is None or _path_key(child) < _path_key(best):
                     candidates[child.evaluation.drop] = child

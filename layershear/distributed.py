@@ -1,0 +1,55 @@
+"""Data parallelism over calibration batches with torch.distributed (one process per GPU).
+
+Launch with torchrun, e.g. ``torchrun --nproc-per-node 8 -m layershear prune MODEL ...``. Every
+process holds the whole model and the same batch layout; process r runs batches r, r + W, r + 2W,
+... of every evaluation (W = world size) and the per-request log-likelihoods are summed across
+processes (all-reduce), so every process sees every number and takes the same search decisions.
+Block-input caches stay local: a process only caches and reads the batches it runs. Only rank 0
+prints, writes files and pushes. Backend: NCCL on CUDA, gloo on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def init_from_env() -> None:
+    """Join the process group torchrun describes (``WORLD_SIZE`` > 1); no-op for a single process.
+
+    On CUDA each process uses GPU ``LOCAL_RANK``.
+    """
+    if dist.is_available() and not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if cuda else "gloo")
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) without an initialised process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main() -> bool:
+    """Whether this process prints and writes (rank 0)."""
+    return world()[0] == 0
+
+
+def my_share(indices: list[int]) -> list[int]:
+    """The entries of ``indices`` this process runs: every W-th, starting at its rank."""
+    rank, size = world()
+    return indices[rank::size]
+
+
+def sum_across(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Element-wise sum over processes (returns ``tensor`` itself for one process), on CPU."""
+    if world()[1] == 1:
+        return tensor
+    work = tensor.to(device)
+    dist.all_reduce(work, op=dist.ReduceOp.SUM)
+    return work.cpu()

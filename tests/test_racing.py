@@ -1,0 +1,96 @@
+"""Racing: the confidence bound, slicing, and the race loop inside the Scorer."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import load
+from test_engine import CharTokenizer, _items
+
+import layershear.scorer as scorer_module
+from layershear.racing import RaceSettings, eliminated, item_slices, per_test_delta, serfling_radius
+from layershear.scorer import Scorer
+from layershear.search import GreedyPruner
+
+
+def test_serfling_radius_by_hand():
+    # R sqrt((1 - (n-1)/N) ln(1/delta) / (2n)) with R=2, n=100, N=400, delta=0.01
+    want = 2 * math.sqrt((1 - 99 / 400) * math.log(100) / 200)
+    assert serfling_radius(100, 400, 0.01) == pytest.approx(want)
+    assert serfling_radius(400, 400, 0.01) < serfling_radius(200, 400, 0.01) < serfling_radius(100, 400, 0.01)
+    assert serfling_radius(0, 400, 0.01) == math.inf
+
+
+def test_eliminated_needs_keep_confident_winners():
+    n = 200
+    strong = torch.ones(n, dtype=torch.bool)
+    # eps(200 of 10,000, delta 0.01) = 0.21: 100% beats 75% clearly; 90% is within eps of both
+    weak = torch.arange(n) % 4 != 0
+    close = torch.arange(n) % 10 != 0
+    correct = {0: strong, 1: weak, 2: close}
+    assert eliminated(correct, total=10_000, delta=0.01) == {1}
+    assert eliminated(correct, total=10_000, delta=0.01, keep=2) == set()   # only one candidate beats 1 clearly
+    assert eliminated({0: strong, 1: strong}, total=10_000, delta=0.01) == set()
+    assert per_test_delta(RaceSettings(delta=0.06, slices=2), 3) == pytest.approx(0.06 / 12)
+
+
+def test_item_slices_are_a_seeded_partition():
+    slices = item_slices(50, RaceSettings(slices=8, seed=3))
+    assert slices == item_slices(50, RaceSettings(slices=8, seed=3))
+    counts = [slices.count(s) for s in range(8)]
+    assert sum(counts) == 50 and max(counts) - min(counts) <= 1
+    assert slices != item_slices(50, RaceSettings(slices=8, seed=4))
+
+
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_race_stops_dropped_candidates_and_scores_the_rest_exactly(tiny_checkpoints, monkeypatch, engine):
+    model = load(tiny_checkpoints("llama"))
+    items = _items(24)
+    exact = Scorer(model, CharTokenizer(), items, batch_size=4, engine=engine)
+    raced = Scorer(model, CharTokenizer(), items, batch_size=4, engine=engine, race=RaceSettings(slices=4))
+    assert sorted(b for sl in raced.slice_batches for b in sl) == list(range(len(raced.batches)))
+
+    looks = []
+
+    def drop_block_0_and_2(correct, *, total, delta, keep):   # stands in for the bound: deterministic drops
+        looks.append(len(next(iter(correct.values()))))
+        return {b for b in correct if b in (0, 2)} if len(looks) == 1 else set()
+
+    monkeypatch.setattr(scorer_module, "eliminated", drop_block_0_and_2)
+    got, want = raced.evaluate_children(frozenset(), range(6)), exact.evaluate_children(frozenset(), range(6))
+    first_slice = sum(1 for s in raced.item_slice if s == 0)
+    assert looks[0] == first_slice and len(looks) == 3           # looks after slices 1-3, none after the last
+    for b in (0, 2):
+        assert not got[b].exact and got[b].sequences == sum(items[i].num_choices for i, s in
+                                                            enumerate(raced.item_slice) if s == 0)
+    for b in (1, 3, 4, 5):
+        assert got[b].exact and got[b].sequences == len(raced.requests)
+        torch.testing.assert_close(got[b].loglikelihoods, want[b].loglikelihoods, atol=1e-4, rtol=1e-6)
+        assert got[b].accuracy == want[b].accuracy
+    assert raced.stats.block_tokens < exact.stats.block_tokens + exact.stats.block_tokens // 4
+
+
+def _rigged(model, items):
+    """The items with gold set to the model's own choice on 3 of 4 (so it is above chance)."""
+    import dataclasses
+
+    from layershear.metrics import item_scores
+
+    scorer = Scorer(model, CharTokenizer(), items)
+    picks = [int(s.argmax()) for s in item_scores(items, scorer.loglikelihoods(), metrics=scorer.metrics)]
+    return [dataclasses.replace(it, gold=p if i % 4 else (p + 1) % 3) for i, (it, p) in enumerate(zip(items, picks))]
+
+
+def test_greedy_with_racing_skips_dropped_candidates(tiny_checkpoints, monkeypatch):
+    model = load(tiny_checkpoints("llama"))
+    items = _rigged(model, _items(24))
+    exact = GreedyPruner(Scorer(model, CharTokenizer(), items, batch_size=4)).prune(2)
+    best = exact.steps[0].chosen.block_idx
+    monkeypatch.setattr(scorer_module, "eliminated",
+                        lambda correct, **kw: {b for b in correct if b != best and len(correct) == 6})
+    raced = GreedyPruner(Scorer(model, CharTokenizer(), items, batch_size=4, race=RaceSettings(slices=4))).prune(2)
+    assert raced.steps[0].chosen.block_idx == best and raced.steps[0].chosen.exact
+    assert sum(not c.exact for c in raced.steps[0].candidates) == 5
+    assert raced.removed[0] == exact.removed[0]
