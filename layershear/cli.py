@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import shlex
@@ -275,12 +274,16 @@ def _before_after(model, tokenizer, suite_name, tasks, drop, **kw):
 
 
 def _run_eval(model, tokenizer, tasks, name, **kw):
-    from layershear.evaluation import evaluate_suite, num_batches
+    from layershear.evaluation import evaluate_suite
     from layershear.render import progress
 
     with progress() as bar:
-        task_id = bar.add_task(f"eval {name}", total=sum(num_batches(v, kw["batch_size"]) for v in tasks.values()))
-        return evaluate_suite(model, tokenizer, tasks, on_batch=functools.partial(bar.update, task_id, advance=1), **kw)
+        task_id = bar.add_task(f"eval {name}", total=None)
+
+        def on_progress(task: str, done: int, total: int) -> None:
+            bar.update(task_id, completed=done, total=total, description=f"eval {name}: {task}")
+
+        return evaluate_suite(model, tokenizer, tasks, on_progress=on_progress, **kw)
 
 
 def _prune_record(model, calib, scorer, result, evaluation, seconds, *, metric, engine, ratio, dtype, device, eval_spec):

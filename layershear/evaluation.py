@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from layershear.benchmarks import MCItem, get_task, random_accuracy
 from layershear.errors import ScoringError
 from layershear.metrics import correct, item_scores, stderr
-from layershear.scorer import Scorer
+from layershear.scorer import ProgressFn, Scorer
 
 
 @dataclass(frozen=True)
@@ -23,8 +23,10 @@ class TaskResult:
 
 
 def evaluate_items(model, tokenizer, items: Sequence[MCItem], *, batch_size: int = 16, max_length: int | None = None,
-                   add_bos: bool = False, on_batch: Callable[[], None] | None = None) -> TaskResult:
+                   add_bos: bool = False, on_progress: ProgressFn | None = None) -> TaskResult:
     """Score one task's items with every metric its lm-eval YAML lists (acc, and acc_norm where listed).
+
+    ``on_progress(task, batches_done, batches_total)`` is called after every forward pass.
 
     Raises:
         ScoringError: empty ``items``.
@@ -32,20 +34,13 @@ def evaluate_items(model, tokenizer, items: Sequence[MCItem], *, batch_size: int
     if not items:
         raise ScoringError("evaluate_items() needs at least one document")
     task = items[0].task
-    tick = (lambda _label, _done, _total: on_batch()) if on_batch is not None else None
     lls = Scorer(model, tokenizer, items, batch_size=batch_size, max_length=max_length, add_bos=add_bos,
-                 on_progress=tick).loglikelihoods()
+                 on_progress=on_progress).loglikelihoods(label=task)
     values, errs = {}, {}
     for metric in get_task(task).metrics:
         ok = correct(items, item_scores(items, lls, metrics=[metric] * len(items))).double()
         values[metric], errs[metric] = float(ok.mean()), stderr(ok)
     return TaskResult(task, len(items), values, errs, random_accuracy(items))
-
-
-def num_batches(items: Sequence[MCItem], batch_size: int) -> int:
-    """Forward passes :func:`evaluate_items` makes (for progress bars)."""
-    requests = sum(item.num_choices for item in items)
-    return -(-requests // batch_size)
 
 
 def evaluate_suite(model, tokenizer, tasks: Mapping[str, Sequence[MCItem]], **kwargs) -> list[TaskResult]:

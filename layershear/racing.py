@@ -13,9 +13,11 @@ Maillard 2015, Bernoulli 21(3), Thm. 2.4) bounds the full-set mean:
 
 so with probability >= 1 - delta' Acc(f_-a, D) > Acc(f_-b, D) once mean_n(d) > eps(n, N, delta').
 A candidate is dropped from the race when ``keep`` others (1 for greedy, the beam width otherwise)
-are confidently better. delta' = delta / (K (K - 1) S) is a union bound over the ordered pairs of
-the K candidates and the S looks, so the whole step errs with probability <= delta. Candidates left
-at the end are scored on all of D, exactly as without racing.
+are confidently better. Racing errs only if a candidate t of the true top ``keep`` is dropped; then
+at least one of the candidates that beat t is not truly better than t (at most keep - 1 are), so
+one of the keep (K - 1) pairs (a, t) deviated at one of the S looks: delta' = delta / (keep (K - 1) S)
+per comparison bounds the error of a whole step by delta. Candidates left at the end are scored on
+all of D, exactly as without racing.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-BOUND = "Hoeffding-Serfling (sampling without replacement), union bound over candidate pairs and looks"
+BOUND = "Hoeffding-Serfling (sampling without replacement), union bound over keep x (K-1) pairs and the looks"
 
 
 @dataclass(frozen=True)
@@ -82,5 +84,5 @@ def item_slices(num_items: int, settings: RaceSettings) -> list[int]:
 
 
 def per_test_delta(settings: RaceSettings, num_candidates: int) -> float:
-    """delta' = delta / (K (K - 1) S)."""
-    return settings.delta / max(1, num_candidates * (num_candidates - 1) * settings.slices)
+    """delta' = delta / (keep (K - 1) S) (see the module docstring)."""
+    return settings.delta / max(1, settings.keep * (num_candidates - 1) * settings.slices)

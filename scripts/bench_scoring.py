@@ -11,9 +11,20 @@ decoder block) per block-token, 4 x heads x head_dim per attention (query, key) 
 parameters) per LM-head position. The reference engine is lm-eval's computation (every candidate
 runs every request, requests sorted by length, LM head at every position).
 
-Example (CPU, the embedded demo model; about 5 minutes on 2 cores):
+With ``--random-shape llama3-8b`` the model is a randomly initialised Llama-3-8B-shaped network (no
+download; speed does not depend on the weights) and requests are tokenised with the tokenizer of
+``--model``, so sequence lengths and choice counts come from the real benchmark data. On CUDA the
+table adds model-FLOP utilisation: counted FLOPs / wall time over the bf16 matmul rate measured in
+the same process (8192 x 8192 x 8192 matmuls).
+
+Examples:
+    # CPU, the embedded demo model (about 15 minutes on 2 cores)
     python scripts/bench_scoring.py --model models/smollm2-135m-instruct --dtype bf16 \\
         --calib arc_easy:16,hellaswag:8,piqa:16,openbookqa:16 --num-drop 2
+    # GPU, Llama-3-8B shape, 25% greedy removal, reference vs fast only
+    python scripts/bench_scoring.py --random-shape llama3-8b --dtype bf16 --ratio 0.25 \\
+        --calib arc_easy:8,arc_challenge:8,boolq:8,hellaswag:8,openbookqa:8,piqa:8,winogrande:8,mmlu:8 \\
+        --configs reference,fast
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ from layershear.calibration import build_calibration
 from layershear.devices import resolve_device, resolve_dtype
 from layershear.engine import Engine, FlopModel
 from layershear.model_io import load_model
+from layershear.racing import RaceSettings
 from layershear.recipe import load_calibration
 from layershear.scorer import Scorer
 from layershear.search import GreedyPruner, num_blocks_to_drop
@@ -42,11 +54,12 @@ from layershear.search import GreedyPruner, num_blocks_to_drop
 _OFF = Engine(scored_head=False, skip_prefix=False, share_context=False, pack=False)
 CONFIGS = {
     "reference": _OFF,
-    "+scored head only": dataclasses.replace(_OFF, scored_head=True),
-    "+prefix skip only": dataclasses.replace(_OFF, skip_prefix=True),
-    "+shared context only": dataclasses.replace(_OFF, share_context=True),
-    "+packing only": dataclasses.replace(_OFF, pack=True),
-    "fast (all)": Engine(),
+    "+scored-head": dataclasses.replace(_OFF, scored_head=True),
+    "+prefix-skip": dataclasses.replace(_OFF, skip_prefix=True),
+    "+shared-context": dataclasses.replace(_OFF, share_context=True),
+    "+packing": dataclasses.replace(_OFF, pack=True),   # several requests per row, no shared prefixes
+    "fast": Engine(),
+    "fast+race": Engine(),   # with --race-delta / --race-slices (layershear.racing)
 }
 
 
@@ -56,19 +69,61 @@ def _peak_memory(device: torch.device) -> str:
     return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (process RSS)"
 
 
+SHAPES = {
+    # meta-llama/Meta-Llama-3-8B config.json
+    "llama3-8b": dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                      num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192, rope_theta=500000.0,
+                      rms_norm_eps=1e-5),
+    # a small shape for trying the script out on a CPU
+    "tiny": dict(vocab_size=49152, hidden_size=256, intermediate_size=688, num_hidden_layers=8, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=8192),
+}
+
+
+def _random_model(shape: str, dtype: torch.dtype, device: torch.device):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = LlamaForCausalLM(LlamaConfig(**SHAPES[shape], torch_dtype=dtype, attn_implementation="sdpa"))
+    return model.to(dtype).eval()
+
+
+def matmul_rate(device: torch.device, dtype: torch.dtype, n: int = 8192, reps: int = 20) -> float:
+    """Measured dense matmul FLOP/s at ``dtype`` on ``device`` (n x n x n, after a warm-up)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    torch.cuda.synchronize(device)
+    return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
 def run(args: argparse.Namespace) -> list[dict]:
     device = resolve_device(args.device)
-    model, tokenizer = load_model(args.model, dtype=resolve_dtype(args.dtype, device), device=device)
+    dtype = resolve_dtype(args.dtype, device)
+    model, tokenizer = load_model(args.model, dtype=dtype, device=device)
+    if args.random_shape:
+        model = _random_model(args.random_shape, dtype, device)
     calib = build_calibration(load_calibration(args.calib), data_dir=find_data_dir())
     blocks = decoder_blocks(model)
     flop_model = FlopModel.of(model)
     num_drop = args.num_drop or num_blocks_to_drop(len(blocks), ratio=args.ratio)
     rows = []
-    for name, engine in CONFIGS.items():
+    rate = matmul_rate(device, dtype) if device.type == "cuda" else None
+    names = args.configs.split(",")
+    if any(n not in CONFIGS for n in names):
+        sys.exit(f"--configs: a comma-separated subset of {', '.join(CONFIGS)}; got {args.configs!r}")
+    configs = {name: CONFIGS[name] for name in names}
+    for name, engine in configs.items():
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
             torch.cuda.synchronize(device)
-        scorer = Scorer(model, tokenizer, calib.items, batch_size=args.batch_size, engine=engine)
+        race = RaceSettings(delta=args.race_delta, slices=args.race_slices) if name == "fast+race" else None
+        scorer = Scorer(model, tokenizer, calib.items, batch_size=args.batch_size, engine=engine, race=race)
         start = time.perf_counter()
         result = GreedyPruner(scorer).prune(num_drop)
         if device.type == "cuda":
@@ -78,8 +133,12 @@ def run(args: argparse.Namespace) -> list[dict]:
         rows.append({"config": name, "engine": dataclasses.asdict(engine), "seconds": seconds,
                      "flops": flop_model.flops(s), "padding_fraction": s.padding_fraction, "row_tokens": scorer.row_tokens,
                      "removed": list(result.removed),
-                     "relevances": [[c.relevance for c in st.candidates] for st in result.steps],
-                     "peak_memory": _peak_memory(device), **dataclasses.asdict(s)})
+                     # relevances of candidates racing dropped early are estimates: compared as None
+                     "relevances": [[c.relevance if c.exact else None for c in st.candidates] for st in result.steps],
+                     "sequences_scored": sum(c.sequences for st in result.steps for c in st.candidates),
+                     "sequences_exact": sum(len(scorer.requests) for st in result.steps for _ in st.candidates),
+                     "peak_memory": _peak_memory(device), "cache_plan": scorer.cache_plan and scorer.cache_plan.describe(),
+                     "mfu": flop_model.flops(s) / seconds / rate if rate else None, **dataclasses.asdict(s)})
         print(f"{name}: {seconds:.1f} s, removed {list(result.removed)}", file=sys.stderr)
     ref = rows[0]
     for row in rows:
@@ -88,8 +147,10 @@ def run(args: argparse.Namespace) -> list[dict]:
         row["tokens_per_s"] = row["padded_tokens"] / row["seconds"]
         row["same_blocks"] = row["removed"] == ref["removed"]
         row["max_relevance_diff"] = max(abs(a - b) for ra, rb in zip(row["relevances"], ref["relevances"])
-                                        for a, b in zip(ra, rb))
-    meta = {"model": args.model, "dtype": args.dtype, "device": str(device), "calib": args.calib,
+                                        for a, b in zip(ra, rb) if a is not None and b is not None)
+    meta = {"model": f"random {args.random_shape}" if args.random_shape else args.model, "dtype": args.dtype,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device), "calib": args.calib,
+            "matmul_flops_per_s": rate,
             "calibration_docs": len(calib.items), "num_blocks": len(blocks), "num_drop": num_drop,
             **dataclasses.asdict(flop_model)}
     return [meta, *rows]
@@ -100,7 +161,7 @@ def render(meta: dict, rows: list[dict]) -> Table:
                         f"remove {meta['num_drop']}), {meta['calibration_docs']} calibration docs, "
                         f"{meta['dtype']} on {meta['device']}")
     cols = ["config", "passes", "tokens", "padding", "block-tok", "head pos", "GFLOP", "wall s", "tok/s",
-            "FLOP x", "wall x", "peak mem", "same blocks", "max |Δrel|"]
+            "FLOP x", "wall x", "MFU", "peak mem", "same blocks", "max |Δrel|", "candidate seqs"]
     for col in cols:
         table.add_column(col, justify="left" if col == "config" else "right")
     for r in rows:
@@ -108,7 +169,9 @@ def render(meta: dict, rows: list[dict]) -> Table:
                       f"{r['block_tokens']:,}",
                       f"{r['head_positions']:,}", f"{r['flops'] / 1e9:,.0f}", f"{r['seconds']:.1f}",
                       f"{r['tokens_per_s']:,.0f}", f"{r['flops_ratio']:.2f}", f"{r['wall_ratio']:.2f}",
-                      r["peak_memory"], "yes" if r["same_blocks"] else "NO", f"{r['max_relevance_diff']:.2g}")
+                      f"{r['mfu']:.0%}" if r["mfu"] else "-",
+                      r["peak_memory"], "yes" if r["same_blocks"] else "NO", f"{r['max_relevance_diff']:.2g}",
+                      f"{r['sequences_scored'] / r['sequences_exact']:.0%}")
     return table
 
 
@@ -122,6 +185,12 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--json", default=None, help="also write every number to this file")
+    parser.add_argument("--random-shape", choices=sorted(SHAPES), default=None,
+                        help="score a randomly initialised model of this shape (tokenizer from --model)")
+    parser.add_argument("--configs", default=",".join(c for c in CONFIGS if c != "fast+race"),
+                        help=f"comma-separated subset of: {', '.join(CONFIGS)}; ratios are against the first")
+    parser.add_argument("--race-delta", type=float, default=0.05)
+    parser.add_argument("--race-slices", type=int, default=8)
     args = parser.parse_args()
     meta, *rows = run(args)
     Console(width=200).print(render(meta, rows))

@@ -33,7 +33,8 @@ def test_eliminated_needs_keep_confident_winners():
     assert eliminated(correct, total=10_000, delta=0.01) == {1}
     assert eliminated(correct, total=10_000, delta=0.01, keep=2) == set()   # only one candidate beats 1 clearly
     assert eliminated({0: strong, 1: strong}, total=10_000, delta=0.01) == set()
-    assert per_test_delta(RaceSettings(delta=0.06, slices=2), 3) == pytest.approx(0.06 / 12)
+    assert per_test_delta(RaceSettings(delta=0.06, slices=2), 4) == pytest.approx(0.06 / 6)          # 1 x 3 x 2
+    assert per_test_delta(RaceSettings(delta=0.06, slices=2, keep=2), 4) == pytest.approx(0.06 / 12)
 
 
 def test_item_slices_are_a_seeded_partition():

@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Does torch.compile make the scoring forward faster? Times the same evaluations eager and compiled.
+
+Compiles each decoder block's attention and MLP (inductor, dynamic shapes; the blocks themselves
+carry layershear's cache hooks, so they stay eager) and times three single-block-removed evaluations
+of the fast engine before and after, in one process, and prints the ratio and the largest change
+in a log-likelihood (bf16 fusions round differently).
+
+Example (CPU, the embedded demo model; about 1 minute):
+    python scripts/bench_compile.py --model models/smollm2-135m-instruct --dtype bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from layershear.arch import decoder_blocks
+from layershear.benchmarks import find_data_dir
+from layershear.calibration import build_calibration
+from layershear.devices import resolve_device, resolve_dtype
+from layershear.model_io import load_model
+from layershear.recipe import load_calibration
+from layershear.scorer import Scorer
+
+
+def _timed(scorer: Scorer, device: torch.device) -> tuple[list[float], torch.Tensor]:
+    times = []
+    for drop in ({28}, {27}, {26}):
+        start = time.perf_counter()
+        scorer.loglikelihoods(drop)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times, scorer.loglikelihoods({25})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="models/smollm2-135m-instruct")
+    parser.add_argument("--calib", default="arc_easy:16,hellaswag:8,piqa:16,openbookqa:16")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    model, tokenizer = load_model(args.model, dtype=resolve_dtype(args.dtype, device), device=device)
+    calib = build_calibration(load_calibration(args.calib), data_dir=find_data_dir())
+    scorer = Scorer(model, tokenizer, calib.items)
+    eager, lls_eager = _timed(scorer, device)
+    for block in decoder_blocks(model):
+        block.self_attn.compile(dynamic=True)
+        block.mlp.compile(dynamic=True)
+    compiled, lls_compiled = _timed(scorer, device)      # the first includes compilation
+    print(f"eager    s per evaluation: {', '.join(f'{t:.2f}' for t in eager)}")
+    print(f"compiled s per evaluation: {', '.join(f'{t:.2f}' for t in compiled)} (first includes compilation)")
+    print(f"speed-up after compilation: {(eager[1] + eager[2]) / (compiled[1] + compiled[2]):.2f}x; "
+          f"max |Δ log-likelihood| {float((lls_eager - lls_compiled).abs().max()):.3g} nats")
+
+
+if __name__ == "__main__":
+    main()
