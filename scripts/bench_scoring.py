@@ -13,7 +13,9 @@ runs every request, requests sorted by length, LM head at every position).
 
 With ``--random-shape llama3-8b`` the model is a randomly initialised Llama-3-8B-shaped network (no
 download; speed does not depend on the weights) and requests are tokenised with the tokenizer of
-``--model``, so sequence lengths and choice counts come from the real benchmark data. On CUDA the
+``--model``, so sequence lengths and choice counts come from the real benchmark data (a random model
+is at chance, so each document's gold answer is set to the model's own choice on 3 of 4 documents
+to keep relevance defined; its accuracies mean nothing, the work is the real job's). On CUDA the
 table adds model-FLOP utilisation: counted FLOPs / wall time over the bf16 matmul rate measured in
 the same process (8192 x 8192 x 8192 matmuls).
 
@@ -89,6 +91,19 @@ def _random_model(shape: str, dtype: torch.dtype, device: torch.device):
     return model.to(dtype).eval()
 
 
+def _rig_golds(model, tokenizer, items, batch_size):
+    """A random model is at chance, where relevance is undefined and greedy search stops: set each
+    document's gold answer to the model's own choice on 3 of 4 documents, so that the search runs
+    its full course. The work (tokens, choices, lengths) is the real data's; the accuracies mean
+    nothing."""
+    from layershear.metrics import item_scores
+
+    scorer = Scorer(model, tokenizer, items, batch_size=batch_size)
+    picks = [int(s.argmax()) for s in item_scores(items, scorer.loglikelihoods(), metrics=scorer.metrics)]
+    return [dataclasses.replace(it, gold=p if i % 4 else (p + 1) % it.num_choices)
+            for i, (it, p) in enumerate(zip(items, picks))]
+
+
 def matmul_rate(device: torch.device, dtype: torch.dtype, n: int = 8192, reps: int = 20) -> float:
     """Measured dense matmul FLOP/s at ``dtype`` on ``device`` (n x n x n, after a warm-up)."""
     a = torch.randn(n, n, device=device, dtype=dtype)
@@ -108,7 +123,9 @@ def run(args: argparse.Namespace) -> list[dict]:
     model, tokenizer = load_model(args.model, dtype=dtype, device=device)
     if args.random_shape:
         model = _random_model(args.random_shape, dtype, device)
-    calib = build_calibration(load_calibration(args.calib), data_dir=find_data_dir())
+    calib_items = build_calibration(load_calibration(args.calib), data_dir=find_data_dir()).items
+    if args.random_shape:
+        calib_items = _rig_golds(model, tokenizer, calib_items, args.batch_size)
     blocks = decoder_blocks(model)
     flop_model = FlopModel.of(model)
     num_drop = args.num_drop or num_blocks_to_drop(len(blocks), ratio=args.ratio)
@@ -123,7 +140,7 @@ def run(args: argparse.Namespace) -> list[dict]:
             torch.cuda.reset_peak_memory_stats(device)
             torch.cuda.synchronize(device)
         race = RaceSettings(delta=args.race_delta, slices=args.race_slices) if name == "fast+race" else None
-        scorer = Scorer(model, tokenizer, calib.items, batch_size=args.batch_size, engine=engine, race=race)
+        scorer = Scorer(model, tokenizer, calib_items, batch_size=args.batch_size, engine=engine, race=race)
         start = time.perf_counter()
         result = GreedyPruner(scorer).prune(num_drop)
         if device.type == "cuda":
@@ -151,7 +168,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     meta = {"model": f"random {args.random_shape}" if args.random_shape else args.model, "dtype": args.dtype,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device), "calib": args.calib,
             "matmul_flops_per_s": rate,
-            "calibration_docs": len(calib.items), "num_blocks": len(blocks), "num_drop": num_drop,
+            "calibration_docs": len(calib_items), "num_blocks": len(blocks), "num_drop": num_drop,
             **dataclasses.asdict(flop_model)}
     return [meta, *rows]
 

@@ -1,0 +1,35 @@
+"""CUDA checks of the fast engine (skipped without a GPU): bf16 SDPA with packed masks, pinned host cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import load
+from test_engine import CharTokenizer, _items
+
+from layershear.prefix_cache import CachePlan
+from layershear.scorer import Scorer
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+@pytest.mark.parametrize("name", ["llama", "qwen3", "gemma2"])
+def test_fast_engine_on_cuda_matches_the_reference(tiny_checkpoints, name):
+    model = load(tiny_checkpoints(name)).cuda()
+    items = _items(12)
+    ref = Scorer(model, CharTokenizer(), items, batch_size=4, engine="reference")
+    for plan in (CachePlan("device", 1, 0, 0, 0), CachePlan("host", 2, 0, 0, 0)):
+        fast = Scorer(model, CharTokenizer(), items, batch_size=4, cache_plan=plan)
+        for parent in (frozenset(), frozenset({2})):
+            blocks = [b for b in range(6) if b not in parent]
+            got, want = fast.evaluate_children(parent, blocks), ref.evaluate_children(parent, blocks)
+            for b in blocks:      # fp32 on CUDA: TF32 is off by default for matmuls in PyTorch
+                torch.testing.assert_close(got[b].loglikelihoods, want[b].loglikelihoods, atol=1e-3, rtol=1e-5)
+
+
+def test_bf16_on_cuda_stays_close_to_fp32(tiny_checkpoints):
+    model = load(tiny_checkpoints("llama")).cuda()
+    items = _items(12)
+    fp32 = Scorer(model, CharTokenizer(), items, batch_size=4).evaluate({1}).loglikelihoods
+    bf16 = Scorer(model.to(torch.bfloat16), CharTokenizer(), items, batch_size=4).evaluate({1}).loglikelihoods
+    assert (fp32 - bf16).abs().max() < 0.5      # nats; bf16 keeps 8 mantissa bits
