@@ -146,9 +146,10 @@ def _print_plan(scorer) -> None:
     from layershear.racing import BOUND
     from layershear.render import ERR
 
-    rows = sum(s.rows for s in scorer._shapes)
-    padded = sum(s.rows * s.width for s in scorer._shapes)
-    real = sum(s.real_tokens for s in scorer._shapes)
+    shapes = scorer.batch_shapes
+    rows = sum(s.rows for s in shapes)
+    padded = sum(s.rows * s.width for s in shapes)
+    real = sum(s.real_tokens for s in shapes)
     layout = f"packed prefix-tree rows of {scorer.row_tokens} tokens" if scorer.packed else "one request per row"
     ERR.print(f"layout: {layout}; {len(scorer.batches)} batches, {rows} rows, {real:,} tokens computed per pass for "
               f"{scorer.num_tokens:,} request tokens, padding {1 - real / padded:.1%}", markup=False, soft_wrap=True)
@@ -347,6 +348,7 @@ def score(model, calib_spec, metric, engine, drop_text, json_path, data_source, 
         bad = [b for b in drop if not 0 <= b < scorer.num_blocks]
         if bad:
             raise LayershearError(f"--drop {bad} out of range: the model has blocks 0..{scorer.num_blocks - 1}")
+        _print_plan(scorer)
         bar.update(task_id, total=(1 + scorer.engine.skip_prefix + scorer.num_blocks - len(drop)) * len(scorer.batches))
         scores = scorer.score_blocks(drop)
     parent = scorer.evaluate(drop)

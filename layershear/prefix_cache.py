@@ -109,10 +109,11 @@ class BlockInputs:
     model's device or in (pinned) host memory per ``where``.
     """
 
-    def __init__(self, drop: frozenset[int], where: str = "device") -> None:
+    def __init__(self, drop: frozenset[int], where: str = "device", stored: Sequence[int] = ()) -> None:
         self.drop = drop
         self.where = where
-        self.states: dict[int, dict[int, torch.Tensor]] = {}
+        self.stored = frozenset(stored)     # blocks whose inputs are kept (see CachePlan.checkpoints)
+        self.states: dict[int, dict[int, torch.Tensor]] = {k: {} for k in self.stored}
         self.batch = 0   # index of the batch being run; set by the caller before each forward
 
     def store(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -124,7 +125,7 @@ class BlockInputs:
 
     def checkpoint_before(self, block_idx: int) -> int:
         """The latest stored block at or before ``block_idx``."""
-        return max(k for k in self.states if k <= block_idx)
+        return max(k for k in self.stored if k <= block_idx)
 
     @property
     def nbytes(self) -> int:

@@ -219,6 +219,11 @@ class Scorer:
         return best[2]
 
     @property
+    def batch_shapes(self) -> list[BatchShape]:
+        """Shape of every forward pass of one evaluation (rows, width, real tokens, ...)."""
+        return list(self._shapes)
+
+    @property
     def num_tokens(self) -> int:
         """Tokens one evaluation feeds through the model (without padding)."""
         return sum(r.num_tokens for r in self.requests)
@@ -361,7 +366,7 @@ class Scorer:
             return old
         kept = [k for k in range(self.num_blocks) if k not in parent]
         store = set(self.cache_plan.checkpoints(kept))
-        new = BlockInputs(parent, where=self.cache_plan.where)
+        new = BlockInputs(parent, where=self.cache_plan.where, stored=sorted(store))
         added = parent - old.drop if old is not None and old.drop < parent else set()
         if len(added) == 1 and max(added) < kept[-1]:
             (b,) = added
