@@ -15,6 +15,7 @@ import click
 from layershear import __version__
 from layershear.atomic import check_target
 from layershear.errors import LayershearError
+from layershear.metric_names import ITERATIVE_BY_DEFAULT, METRICS
 
 LOG = logging.getLogger("layershear")
 
@@ -82,7 +83,7 @@ def _data_options(f):
 def _calib_options(f):
     f = click.option("--calib", "calib_spec", required=True,
                      help="Calibration recipe: a name (mix10, demo), a YAML path, or inline task:amount,... (0.1 = fraction, 50 = docs).")(f)
-    f = click.option("--metric", type=click.Choice(["auto", "acc", "acc_norm"]), default="auto", show_default=True,
+    f = click.option("--acc-metric", "metric", type=click.Choice(["auto", "acc", "acc_norm"]), default="auto", show_default=True,
                      help="Accuracy per task: auto = acc_norm where lm-eval reports it, else acc.")(f)
     f = click.option("--engine", type=click.Choice(["fast", "reference"]), default="fast", show_default=True,
                      help="fast: LM head on scored positions + cached-prefix block skipping; reference: full "
@@ -171,6 +172,11 @@ def _print_plan(scorer) -> None:
               help="Beam width; 1 = the paper's greedy search, >1 backtracks over the best partial drop sets.")
 @click.option("--eval", "eval_spec", default=None,
               help="Eval suite run before and after pruning on held-out docs (eval-paper, eval-demo, or task[:limit],...).")
+@click.option("--metric", "relevance_metric", type=click.Choice(list(METRICS)), default="accuracy", show_default=True,
+              help="Block importance: accuracy (the paper's relevance) or a baseline: cosine (ShortGPT), angular "
+                   "(Gromov et al.), perplexity (SLEB), taylor (Shortened LLaMA).")
+@click.option("--iterative/--one-shot", default=None,
+              help="Rescore after every removal (default for accuracy and perplexity) or rank once (default for the others).")
 @click.option("--race", is_flag=True, help="Racing: stop scoring a candidate once a confidence bound shows it cannot be "
               "removed this step (Hoeffding-Serfling on growing random slices). Exact mode is the default.")
 @click.option("--race-delta", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True,
@@ -182,9 +188,9 @@ def _print_plan(scorer) -> None:
 @click.option("--max-shard-size", default="5GB", show_default=True, help="Largest safetensors shard (e.g. 2GB, 500MB).")
 @_data_options
 @_model_options
-def prune(model, ratio, num_blocks, calib_spec, metric, engine, out, overwrite, beam_width, eval_spec, race, race_delta,
-          race_slices, push_repo, private, max_shard_size, data_source, data_dir, batch_size, max_length, add_bos, dtype,
-          device, revision) -> None:
+def prune(model, ratio, num_blocks, calib_spec, metric, engine, out, overwrite, beam_width, eval_spec, relevance_metric,
+          iterative, race, race_delta, race_slices, push_repo, private, max_shard_size, data_source, data_dir, batch_size,
+          max_length, add_bos, dtype, device, revision) -> None:
     """Score blocks, remove the least relevant ones greedily, export the pruned MODEL (Hub id or local folder)."""
     from layershear.benchmarks import find_data_dir
     from layershear.calibration import build_eval
@@ -199,6 +205,11 @@ def prune(model, ratio, num_blocks, calib_spec, metric, engine, out, overwrite, 
         check_ratio(ratio)
     elif num_blocks < 1:
         raise LayershearError(f"--num-blocks must be >= 1, got {num_blocks}")
+    iterative = relevance_metric in ITERATIVE_BY_DEFAULT if iterative is None else iterative
+    if relevance_metric == "accuracy" and not iterative:
+        raise LayershearError("--one-shot is for the baseline metrics; accuracy relevance is scored greedily (drop --one-shot)")
+    if relevance_metric != "accuracy" and (race or beam_width > 1):
+        raise LayershearError(f"--race and --beam apply to --metric accuracy, not {relevance_metric}")
     check_target(out, overwrite)
     max_shard_bytes = _parse_size(max_shard_size)
     if push_repo:
@@ -215,6 +226,13 @@ def prune(model, ratio, num_blocks, calib_spec, metric, engine, out, overwrite, 
     n_blocks = len(decoder_blocks(hf_model))
     num_drop = num_blocks_to_drop(n_blocks, ratio=ratio, num=num_blocks)
     ERR.print(f"removing {num_drop} of {n_blocks} blocks", markup=False)
+    if relevance_metric != "accuracy":
+        return _prune_by_baseline(
+            model, hf_model, tokenizer, calib, eval_spec, eval_tasks, relevance_metric, iterative, num_drop, n_blocks,
+            out=out, overwrite=overwrite, max_shard_bytes=max_shard_bytes, revision=revision, push_repo=push_repo,
+            private=private, batch_size=batch_size, max_length=max_length, add_bos=add_bos, metric=metric,
+            settings={"ratio": ratio, "num_drop": num_drop, "acc_metric": metric, "dtype": dtype, "device": device,
+                      "eval": eval_spec})
     started = time.perf_counter()
     with progress() as bar:
         task_id = bar.add_task("scoring", total=None)
@@ -237,12 +255,66 @@ def prune(model, ratio, num_blocks, calib_spec, metric, engine, out, overwrite, 
 
     if not is_main():
         return                 # rank 0 writes the model
-    _export(model, revision, result, record, out, overwrite, max_shard_bytes, calib.recipe)
+    from layershear.card import RemovedBlock
+
+    removed = [RemovedBlock(s.chosen.block_idx, s.chosen.relevance, s.chosen.accuracy) for s in result.steps]
+    _export(model, revision, removed, result.num_blocks, record, out, overwrite, max_shard_bytes, calib.recipe)
+    _finish(out, push_repo, private)
+
+
+def _finish(out: Path, push_repo: str | None, private: bool) -> None:
+    from layershear.render import ERR
+
     ERR.print(f"wrote {out} (load it with AutoModelForCausalLM.from_pretrained({str(out)!r}))", markup=False)
     if push_repo:
         from layershear.hub import push_to_hub
 
         ERR.print(f"pushed: {push_to_hub(out, push_repo, private=private)}", markup=False)
+
+
+def _prune_by_baseline(model, hf_model, tokenizer, calib, eval_spec, eval_tasks, relevance_metric, iterative, num_drop,
+                       n_blocks, *, out, overwrite, max_shard_bytes, revision, push_repo, private, batch_size, max_length,
+                       add_bos, metric, settings) -> None:
+    """``prune --metric cosine|angular|perplexity|taylor``: remove by the baseline, evaluate, export."""
+    from layershear.baselines import calibration_texts
+    from layershear.card import RemovedBlock
+    from layershear.distributed import is_main
+    from layershear.metric_prune import remove_by_metric
+    from layershear.render import ERR
+    from layershear.report import calibration_dict, eval_dict, run_record
+    from layershear.scorer import Scorer
+
+    def on_step(step, total, block, scores):
+        ERR.print(f"step {step}/{total}: remove block {block} ({relevance_metric} {scores[block]:.4g})", markup=False)
+
+    started = time.perf_counter()
+    with ERR.status(f"{relevance_metric} scores ({'iterative' if iterative else 'one-shot'})"):
+        removal = remove_by_metric(relevance_metric, hf_model, tokenizer, calibration_texts(calib.items), num_drop=num_drop,
+                                   num_blocks=n_blocks, iterative=iterative, batch_size=batch_size,
+                                   max_length=max_length or 2048, on_step=on_step)
+    seconds = time.perf_counter() - started
+    scorer = Scorer(hf_model, tokenizer, calib.items, batch_size=batch_size, max_length=max_length, metric=metric,
+                    add_bos=add_bos)
+    full, final = scorer.evaluate(), scorer.evaluate(removal.drop)
+    ERR.print(f"calibration accuracy {100 * full.accuracy:.2f}% -> {100 * final.accuracy:.2f}% "
+              f"(random {100 * full.random:.2f}%)", markup=False)
+    evaluation = _before_after(hf_model, tokenizer, eval_spec, eval_tasks, removal.drop, batch_size=batch_size,
+                               max_length=max_length, add_bos=add_bos) if eval_tasks else None
+    sections = {"model": {"source": model, "num_blocks": n_blocks},
+                "calibration": calibration_dict(calib, metric=metric, num_tokens=scorer.num_tokens),
+                "search": {**removal.to_dict(), "calibration_accuracy": {"full": full.accuracy, "final": final.accuracy,
+                                                                          "random": full.random}},
+                "cost": {"seconds": round(seconds, 2)}}
+    if evaluation:
+        sections["eval"] = {"suite": evaluation["suite"], "base": eval_dict(evaluation["base"]),
+                            "pruned": eval_dict(evaluation["pruned"])}
+    record = run_record(command=_command_line(), settings={**settings, "metric": relevance_metric, "iterative": iterative},
+                        **sections)
+    if not is_main():
+        return
+    removed = [RemovedBlock(b, None, None) for b in removal.removed]
+    _export(model, revision, removed, n_blocks, record, out, overwrite, max_shard_bytes, calib.recipe)
+    _finish(out, push_repo, private)
 
 
 def _print_step(depth: int, total: int, step) -> None:
@@ -310,18 +382,17 @@ def _prune_record(model, calib, scorer, result, evaluation, seconds, *, metric, 
     return run_record(command=_command_line(), settings=settings, **sections)
 
 
-def _export(model, revision, result, record, out, overwrite, max_shard_bytes, recipe_name):
-    from layershear.card import RemovedBlock, render_model_card
+def _export(model, revision, removed, num_blocks, record, out, overwrite, max_shard_bytes, recipe_name):
+    from layershear.card import render_model_card
     from layershear.export import Exporter
     from layershear.render import ERR
     from layershear.report import dumps
 
-    removed = [RemovedBlock(s.chosen.block_idx, s.chosen.relevance, s.chosen.accuracy) for s in result.steps]
-    card = render_model_card(base_model=model, num_blocks=result.num_blocks, removed=removed, calibration=recipe_name,
+    card = render_model_card(base_model=model, num_blocks=num_blocks, removed=removed, calibration=recipe_name,
                              command=record["command"], version=__version__)
     with ERR.status(f"exporting to {out}"):
         Exporter(model, revision=revision, max_shard_bytes=max_shard_bytes).export(
-            result.drop, out, overwrite=overwrite, card=card, extra_files={"layershear.json": dumps(record)})
+            {r.block_idx for r in removed}, out, overwrite=overwrite, card=card, extra_files={"layershear.json": dumps(record)})
 
 
 @cli.command()
@@ -443,6 +514,66 @@ def eval_cmd(models, tasks_spec, exclude_files, json_path, data_source, data_dir
         _write_json(run_record(command=_command_line(), settings={"tasks": tasks_spec},
                                excluded={f"{t}/{s}": len(ids) for (t, s), ids in exclude.items()},
                                results={m: eval_dict(r) for m, r in columns.items()}), json_path)
+
+
+@cli.command()
+@click.argument("model")
+@_calib_options
+@click.option("--tasks", "tasks_spec", required=True,
+              help="Held-out documents for the per-task accuracy drops and pruning curves: suite name, YAML, or task[:limit],...")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Report folder (report.html, report.json, PNGs).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out folder (only once the new report is complete).")
+@click.option("--max-remove", type=click.IntRange(min=1), default=None,
+              help="Blocks removed at the end of each pruning curve (default: a quarter of the blocks).")
+@_data_options
+@_model_options
+def analyze(model, calib_spec, metric, engine, tasks_spec, out, overwrite, max_remove, data_source, data_dir, batch_size,
+            max_length, add_bos, dtype, device, revision) -> None:
+    """Every block metric on MODEL, how they agree (correlations, rank confusion, task dependence), pruning curves."""
+    from layershear.analyze import analyze as run_analysis
+    from layershear.analyze_report import write_analysis
+    from layershear.arch import decoder_blocks
+    from layershear.atomic import atomic_folder
+    from layershear.benchmarks import find_data_dir
+    from layershear.calibration import build_eval
+    from layershear.recipe import load_eval_suite
+    from layershear.render import ERR, OUT
+    from layershear.report import calibration_dict, run_record
+    from layershear.search import num_blocks_to_drop
+
+    check_target(out, overwrite)
+    calib = _calibration(calib_spec, data_source, data_dir)
+    suite = load_eval_suite(tasks_spec)
+    tasks = build_eval(suite, exclude=calib.used(), source=data_source, data_dir=find_data_dir(data_dir))
+    if len(tasks) < 2:
+        raise LayershearError(f"--tasks {tasks_spec!r} has {len(tasks)} task; task dependence needs at least 2, e.g. "
+                              "--tasks arc_easy:200,piqa:200")
+    hf_model, tokenizer = _load(model, dtype, device, revision)
+    n_blocks = len(decoder_blocks(hf_model))
+    max_remove = max_remove or num_blocks_to_drop(n_blocks, ratio=0.25)
+    if not 1 <= max_remove < n_blocks:
+        raise LayershearError(f"--max-remove {max_remove}: choose between 1 and {n_blocks - 1}")
+    started = time.perf_counter()
+    with ERR.status("analyzing") as status:
+        result = run_analysis(hf_model, tokenizer, calib.items, tasks, max_remove=max_remove, batch_size=batch_size,
+                              max_length=max_length, add_bos=add_bos, engine=engine,
+                              on_stage=lambda s: (status.update(s), ERR.print(s, markup=False)))
+    record = run_record(command=_command_line(),
+                        settings={"tasks": tasks_spec, "max_remove": max_remove, "acc_metric": metric, "engine": engine,
+                                  "dtype": dtype, "device": device, "seconds": round(time.perf_counter() - started, 2)},
+                        model={"source": model, "num_blocks": n_blocks},
+                        calibration=calibration_dict(calib, metric=metric, num_tokens=0),
+                        eval={"suite": suite.name, "num_docs": {t: len(v) for t, v in tasks.items()}})
+    from layershear.distributed import is_main
+
+    if not is_main():
+        return
+    with atomic_folder(out) as tmp:
+        write_analysis(result, tmp, record=record, title=f"layershear analyze: {model}")
+    from layershear.analyze_report import summary_table
+
+    OUT.print(summary_table(result))
+    ERR.print(f"wrote {out}/report.html, report.json and the figures", markup=False)
 
 
 def _exclusions(files) -> dict[tuple[str, str], frozenset[int]]:

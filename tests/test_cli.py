@@ -240,3 +240,36 @@ def test_torchrun_two_processes_prune_the_same_blocks(tiny_lm_dir, data_dirs, tm
     # each process ran about half of the forward passes
     assert two["cost"]["forward_passes"] < one["cost"]["forward_passes"]
     assert proc.stderr.count("removing 2 of 4 blocks") == 1          # rank 1 is quiet
+
+
+def test_prune_by_a_baseline_metric(tiny_lm_dir, data_dirs, tmp_path):
+    from transformers import AutoTokenizer
+
+    from layershear.analysis import least_important_order
+    from layershear.baselines import calibration_texts, cosine_scores
+    from layershear.calibration import build_calibration
+    from layershear.recipe import load_calibration
+
+    out = tmp_path / "cos"
+    result = _run("prune", tiny_lm_dir, "--num-blocks", "1", "--calib", "piqa:16", "--data-dir", data_dirs[0],
+                  "--metric", "cosine", "--out", out)
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "layershear.json").read_text())
+    assert record["search"]["metric"] == "cosine" and record["search"]["strategy"] == "one-shot"
+    items = build_calibration(load_calibration("piqa:16"), data_dir=data_dirs[0]).items
+    scores = cosine_scores(load(tiny_lm_dir), AutoTokenizer.from_pretrained(tiny_lm_dir), calibration_texts(items))
+    assert record["search"]["removed"] == least_important_order(scores)[:1]
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 3
+
+
+def test_metric_option_errors(tiny_lm_dir, data_dirs, tmp_path):
+    result = _run("prune", tiny_lm_dir, "--num-blocks", "1", "--calib", "piqa:16", "--data-dir", data_dirs[0],
+                  "--metric", "accuracy", "--one-shot", "--out", tmp_path / "x")
+    assert result.exit_code == 2 and "--one-shot is for the baseline metrics" in result.output
+    result = _run("prune", tiny_lm_dir, "--num-blocks", "1", "--calib", "piqa:16", "--data-dir", data_dirs[0],
+                  "--metric", "taylor", "--race", "--out", tmp_path / "x")
+    assert result.exit_code == 2 and "--race and --beam apply to --metric accuracy" in result.output
+    result = _run("analyze", tiny_lm_dir, "--calib", "piqa:16", "--tasks", "piqa:8", "--data-dir", data_dirs[0],
+                  "--out", tmp_path / "r")
+    assert result.exit_code == 2 and "task dependence needs at least 2" in result.output
+    assert not (tmp_path / "x").exists() and not (tmp_path / "r").exists()
