@@ -1,6 +1,6 @@
 """Block importance from the literature, on calibration text: ShortGPT BI, angular distance, perplexity, Taylor.
 
-These are the baselines that accuracy-based relevance (``layershear.scoring``) is compared against. Each
+These are the baselines that accuracy-based relevance (``layershear.scorer``) is compared against. Each
 function returns ``{original block index: score}`` for the blocks still in the model once ``drop`` is
 removed, and for every metric a HIGHER score means a MORE important block (drop the lowest first).
 
