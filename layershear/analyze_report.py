@@ -43,8 +43,7 @@ def write_analysis(a: Analysis, out_dir: Path, *, record: dict[str, Any], title:
                                r=a.correlations["metric_vs_drop"]["cosine"]["pearson_r"]),
         confusion_matrix(rank_confusion(a.scores["accuracy"], a.scores["cosine"]), out_dir / "rank_confusion.png",
                          xlabel="rank by cosine score", ylabel="rank by accuracy relevance"),
-        pruning_curves({m: [(k, 100 * acc) for k, acc in c] for m, c in a.curves.items()}, out_dir / "pruning_curves.png",
-                       random=100 * a.eval_random),
+        pruning_curves(a.curves, out_dir / "pruning_curves.png", random=a.eval_random),   # fractions; plotted in %
     ]
     (out_dir / "report.json").write_text(dumps({**record, "analysis": a.to_dict()}))
     paths.append(out_dir / "report.json")
