@@ -19,7 +19,7 @@ from layershear.baselines import calibration_texts, cosine_scores
 from layershear.benchmarks import MCItem
 from layershear.engine import Engine
 from layershear.metric_prune import BASELINES, ITERATIVE_BY_DEFAULT, METRICS, remove_by_metric
-from layershear.scorer import Scorer
+from layershear.scorer import ProgressFn, Scorer
 from layershear.search import GreedyPruner
 
 #: on_stage(description): called when a stage starts (progress display)
@@ -73,20 +73,24 @@ class Analysis:
 
 def analyze(model, tokenizer, calib_items: Sequence[MCItem], eval_tasks: Mapping[str, Sequence[MCItem]], *,
             max_remove: int, batch_size: int = 16, max_length: int | None = None, add_bos: bool = False,
-            engine: str | Engine = "fast", on_stage: StageFn | None = None) -> Analysis:
+            engine: str | Engine = "fast", on_stage: StageFn | None = None,
+            on_progress: ProgressFn | None = None) -> Analysis:
     """Run every metric and comparison (see the module docstring).
 
     Args:
         calib_items: the calibration set D (accuracy relevance and the baselines' texts).
         eval_tasks: task -> held-out documents (accuracy drops, pruning curves).
         max_remove: blocks removed at the end of each pruning curve.
+        on_stage: called with a description when a stage starts; on_progress: after every forward
+            pass of an accuracy evaluation (:data:`layershear.scorer.ProgressFn`).
 
     Raises:
         ScoringError: the model is not above chance on D (relevance undefined); LayershearError
             from the task-dependence test when fewer than 2 tasks are given.
     """
     stage = on_stage or (lambda _s: None)
-    kw = {"batch_size": batch_size, "max_length": max_length, "add_bos": add_bos, "engine": engine}
+    kw = {"batch_size": batch_size, "max_length": max_length, "add_bos": add_bos, "engine": engine,
+          "on_progress": on_progress}
     text_kw = {"batch_size": batch_size, "max_length": max_length or 2048}
     texts = calibration_texts(calib_items)
 

@@ -554,10 +554,21 @@ def analyze(model, calib_spec, metric, engine, tasks_spec, out, overwrite, max_r
     if not 1 <= max_remove < n_blocks:
         raise LayershearError(f"--max-remove {max_remove}: choose between 1 and {n_blocks - 1}")
     started = time.perf_counter()
-    with ERR.status("analyzing") as status:
+    from layershear.render import progress
+
+    with progress() as bar:
+        task_id = bar.add_task("analyzing", total=None)
+
+        def on_stage(stage: str) -> None:
+            bar.update(task_id, description=stage, completed=0, total=None)
+            bar.console.print(stage, markup=False)
+
+        def on_progress(label: str, done: int, total: int) -> None:     # passes of one accuracy evaluation
+            bar.update(task_id, completed=done, total=total)
+
         result = run_analysis(hf_model, tokenizer, calib.items, tasks, max_remove=max_remove, batch_size=batch_size,
-                              max_length=max_length, add_bos=add_bos, engine=engine,
-                              on_stage=lambda s: (status.update(s), ERR.print(s, markup=False)))
+                              max_length=max_length, add_bos=add_bos, engine=engine, on_stage=on_stage,
+                              on_progress=on_progress)
     record = run_record(command=_command_line(),
                         settings={"tasks": tasks_spec, "max_remove": max_remove, "acc_metric": metric, "engine": engine,
                                   "dtype": dtype, "device": device, "seconds": round(time.perf_counter() - started, 2)},
