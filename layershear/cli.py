@@ -279,6 +279,7 @@ def _prune_by_baseline(model, hf_model, tokenizer, calib, eval_spec, eval_tasks,
     from layershear.baselines import calibration_texts
     from layershear.card import RemovedBlock
     from layershear.distributed import is_main
+    from layershear.engine import ENGINES
     from layershear.metric_prune import remove_by_metric
     from layershear.render import ERR
     from layershear.report import calibration_dict, eval_dict, run_record
@@ -293,8 +294,9 @@ def _prune_by_baseline(model, hf_model, tokenizer, calib, eval_spec, eval_tasks,
                                    num_blocks=n_blocks, iterative=iterative, batch_size=batch_size,
                                    max_length=max_length or 2048, on_step=on_step)
     seconds = time.perf_counter() - started
+    # two evaluations only: no block-input cache (it pays off across the candidates of a greedy step)
     scorer = Scorer(hf_model, tokenizer, calib.items, batch_size=batch_size, max_length=max_length, metric=metric,
-                    add_bos=add_bos)
+                    add_bos=add_bos, engine=dataclasses.replace(ENGINES["fast"], skip_prefix=False))
     full, final = scorer.evaluate(), scorer.evaluate(removal.drop)
     ERR.print(f"calibration accuracy {100 * full.accuracy:.2f}% -> {100 * final.accuracy:.2f}% "
               f"(random {100 * full.random:.2f}%)", markup=False)

@@ -12,7 +12,7 @@ cannot influence real ones; the LM head runs only on the positions that are scor
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -168,44 +168,3 @@ def batch_loglikelihoods(model, batch: Sequence[EncodedRequest], *, max_length: 
     targets = torch.tensor([t for _, _, tgt in spans for t in tgt], dtype=torch.long, device=device)
     return score_positions(model, input_ids.to(device), rows=rows, cols=cols, targets=targets, owners=rows,
                            num_out=len(batch), full_logits=full_logits)
-
-
-def loglikelihoods(
-    model,
-    requests: Sequence[EncodedRequest],
-    *,
-    batch_size: int = 16,
-    max_length: int = 2048,
-    pad_id: int = 0,
-    batches: Sequence[Sequence[int]] | None = None,
-    on_batch: Callable[[], None] | None = None,
-    full_logits: bool = False,
-) -> torch.Tensor:
-    """Log-likelihood of every request's continuation given its context under ``model``.
-
-    Args:
-        model: a causal LM whose forward accepts ``logits_to_keep`` (transformers 5.x).
-        requests: from :func:`encode_requests`.
-        batch_size: sequences per forward pass.
-        max_length: inputs are left-truncated to this many tokens (lm-eval's ``max_length``, see
-            :func:`default_max_length`).
-        pad_id: token id used for right padding (never scored, never attended to by real tokens).
-        batches: precomputed :func:`length_sorted_batches` (reused across candidate models).
-        on_batch: called after each forward pass (progress reporting).
-        full_logits: run the LM head on every position (lm-eval / reference engine).
-
-    Returns:
-        float64 tensor of shape ``[len(requests)]``, natural-log units, on CPU.
-
-    Raises:
-        ScoringError: a continuation is longer than ``max_length`` tokens.
-    """
-    check_lengths(requests, max_length)
-    batches = batches if batches is not None else length_sorted_batches(requests, batch_size)
-    out = torch.empty(len(requests), dtype=torch.float64)
-    for idx in batches:
-        out[idx] = batch_loglikelihoods(model, [requests[k] for k in idx], max_length=max_length, pad_id=pad_id,
-                                        full_logits=full_logits)
-        if on_batch is not None:
-            on_batch()
-    return out

@@ -150,6 +150,7 @@ class Scorer:
         self.max_length = max_length or default_max_length(model)
         check_lengths(self.requests, self.max_length)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.num_blocks = len(decoder_blocks(model))
         self.packed = self.engine.packed and packable(model)
         self.row_tokens: int | None = None     # packed row width in use
         if self.engine.packed and not self.packed:
@@ -164,7 +165,6 @@ class Scorer:
         for j, batch in enumerate(self.batches):
             self.slice_batches[self._slice_of(batch)].append(j)
         self.on_progress = on_progress
-        self.num_blocks = len(decoder_blocks(model))
         self.num_evaluations = 0
         self.stats = EngineStats()
         self._cache: dict[frozenset[int], Evaluation] = {}
@@ -212,7 +212,7 @@ class Scorer:
             batches = self._sliced(lambda reqs, width=width: pack_requests(
                 reqs, max_length=self.max_length, share=self.engine.share_context, pack=self.engine.pack,
                 row_tokens=width, batch_tokens=batch_size * max(longest, width)))
-            cost = flops.pass_flops(self._shapes_of(batches), len(decoder_blocks(self.model)))
+            cost = flops.pass_flops(self._shapes_of(batches), self.num_blocks)
             if best is None or cost < best[0]:
                 best = (cost, width, batches)
         self.row_tokens = best[1]

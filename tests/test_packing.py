@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import ARCHS, byte_tokenizer, load
+from test_engine import CharTokenizer
 
 from layershear.benchmarks import MCItem, find_data_dir, load_split
 from layershear.engine import Engine, FlopModel
@@ -83,13 +84,6 @@ def _items(n: int = 6) -> list[MCItem]:
         out.append(MCItem("arc_easy", i, (ctx,) * 3, (" left", " left side", " up" * (1 + i % 2)), i % 3,
                           (4, 9, 3 * (1 + i % 2))))
     return out
-
-
-class CharTokenizer:
-    bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
-
-    def __call__(self, texts, add_special_tokens=False):
-        return {"input_ids": [[3 + ord(c) % 120 for c in t] for t in texts]}
 
 
 LAYOUTS = {
