@@ -2,12 +2,15 @@
 """Does torch.compile make the scoring forward faster? Times the same evaluations eager and compiled.
 
 Compiles each decoder block's attention and MLP (inductor, dynamic shapes; the blocks themselves
-carry layershear's cache hooks, so they stay eager) and times three single-block-removed evaluations
+carry layershear's cache hooks, so they stay eager; their two RMSNorms are compiled too) and times three single-block-removed evaluations
 of the fast engine before and after, in one process, and prints the ratio and the largest change
 in a log-likelihood (bf16 fusions round differently).
 
-Example (CPU, the embedded demo model; about 1 minute):
+Examples:
+    # CPU, the embedded demo model (about 1 minute)
     python scripts/bench_compile.py --model models/smollm2-135m-instruct --dtype bf16
+    # GPU, a random Llama-3-8B-shaped model (tokenizer of --model)
+    python scripts/bench_compile.py --random-shape llama3-8b --dtype bf16 --calib arc_easy:32,boolq:32,mmlu:32
 """
 
 from __future__ import annotations
@@ -16,25 +19,26 @@ import argparse
 import time
 
 import torch
+from bench_scoring import SHAPES, _random_model  # scripts/ is on sys.path when run as a script
 
 from layershear.arch import decoder_blocks
 from layershear.benchmarks import find_data_dir
 from layershear.calibration import build_calibration
 from layershear.devices import resolve_device, resolve_dtype
-from layershear.model_io import load_model
+from layershear.model_io import load_model, resolve_checkpoint
 from layershear.recipe import load_calibration
 from layershear.scorer import Scorer
 
 
 def _timed(scorer: Scorer, device: torch.device) -> tuple[list[float], torch.Tensor]:
-    times = []
-    for drop in ({28}, {27}, {26}):
+    times, n = [], scorer.num_blocks
+    for drop in ({n - 2}, {n - 3}, {n - 4}):
         start = time.perf_counter()
         scorer.loglikelihoods(drop)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
-    return times, scorer.loglikelihoods({25})
+    return times, scorer.loglikelihoods({n - 5})
 
 
 def main() -> None:
@@ -43,15 +47,26 @@ def main() -> None:
     parser.add_argument("--calib", default="arc_easy:16,hellaswag:8,piqa:16,openbookqa:16")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--random-shape", choices=sorted(SHAPES), default=None,
+                        help="time a randomly initialised model of this shape (tokenizer from --model)")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    model, tokenizer = load_model(args.model, dtype=resolve_dtype(args.dtype, device), device=device)
+    dtype = resolve_dtype(args.dtype, device)
+    if args.random_shape:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(args.model))
+        model = _random_model(args.random_shape, dtype, device)
+    else:
+        model, tokenizer = load_model(args.model, dtype=dtype, device=device)
     calib = build_calibration(load_calibration(args.calib), data_dir=find_data_dir())
     scorer = Scorer(model, tokenizer, calib.items)
     eager, lls_eager = _timed(scorer, device)
     for block in decoder_blocks(model):
         block.self_attn.compile(dynamic=True)
         block.mlp.compile(dynamic=True)
+        block.input_layernorm.compile(dynamic=True)
+        block.post_attention_layernorm.compile(dynamic=True)
     compiled, lls_compiled = _timed(scorer, device)      # the first includes compilation
     print(f"eager    s per evaluation: {', '.join(f'{t:.2f}' for t in eager)}")
     print(f"compiled s per evaluation: {', '.join(f'{t:.2f}' for t in compiled)} (first includes compilation)")

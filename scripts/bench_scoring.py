@@ -45,9 +45,10 @@ from rich.table import Table
 from layershear.arch import decoder_blocks
 from layershear.benchmarks import find_data_dir
 from layershear.calibration import build_calibration
+from layershear.compile import compile_blocks
 from layershear.devices import resolve_device, resolve_dtype
 from layershear.engine import Engine, FlopModel
-from layershear.model_io import load_model
+from layershear.model_io import load_model, resolve_checkpoint
 from layershear.racing import RaceSettings
 from layershear.recipe import load_calibration
 from layershear.scorer import Scorer
@@ -62,6 +63,8 @@ CONFIGS = {
     "+packing": dataclasses.replace(_OFF, pack=True),   # several requests per row, no shared prefixes
     "fast": Engine(),
     "fast+race": Engine(),   # with --race-delta / --race-slices (layershear.racing)
+    "fast+compile": Engine(),  # decoder blocks' parts compiled (layershear.compile), compile time included;
+                               # compiles the model in place, so list it last
 }
 
 
@@ -86,8 +89,13 @@ def _random_model(shape: str, dtype: torch.dtype, device: torch.device):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    with torch.device(device):
-        model = LlamaForCausalLM(LlamaConfig(**SHAPES[shape], torch_dtype=dtype, attn_implementation="sdpa"))
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)      # built in dtype on the device: an 8B model never exists in fp32
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(LlamaConfig(**SHAPES[shape], attn_implementation="sdpa"))
+    finally:
+        torch.set_default_dtype(default)
     return model.to(dtype).eval()
 
 
@@ -117,12 +125,31 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, n: int = 8192, reps: i
     return 2 * n**3 * reps / (time.perf_counter() - start)
 
 
+def profile(scorer: Scorer, blocks: list[int], rows: int = 20) -> str:
+    """Kernel-time table (torch.profiler) of one fresh evaluation of the candidates ``blocks``."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    scorer.evaluate(())                         # the parent's block inputs, outside the profile
+    with torch_profile(activities=activities) as prof:
+        scorer.evaluate_children((), blocks)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=60)
+
+
 def run(args: argparse.Namespace) -> list[dict]:
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-    model, tokenizer = load_model(args.model, dtype=dtype, device=device)
-    if args.random_shape:
+    if args.random_shape:       # only the tokenizer of --model is read
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(args.model))
         model = _random_model(args.random_shape, dtype, device)
+    else:
+        model, tokenizer = load_model(args.model, dtype=dtype, device=device)
     calib_items = build_calibration(load_calibration(args.calib), data_dir=find_data_dir()).items
     if args.random_shape:
         calib_items = _rig_golds(model, tokenizer, calib_items, args.batch_size)
@@ -134,6 +161,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     names = args.configs.split(",")
     if any(n not in CONFIGS for n in names):
         sys.exit(f"--configs: a comma-separated subset of {', '.join(CONFIGS)}; got {args.configs!r}")
+    if "fast+compile" in names[:-1]:
+        sys.exit("--configs: fast+compile compiles the model in place; list it last")
     configs = {name: CONFIGS[name] for name in names}
     for name, engine in configs.items():
         if device.type == "cuda":
@@ -142,6 +171,8 @@ def run(args: argparse.Namespace) -> list[dict]:
         race = RaceSettings(delta=args.race_delta, slices=args.race_slices) if name == "fast+race" else None
         scorer = Scorer(model, tokenizer, calib_items, batch_size=args.batch_size, engine=engine, race=race)
         start = time.perf_counter()
+        if name == "fast+compile":
+            compile_blocks(model)       # lazily: the compile happens inside the timed job
         result = GreedyPruner(scorer).prune(num_drop)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -157,6 +188,11 @@ def run(args: argparse.Namespace) -> list[dict]:
                      "peak_memory": _peak_memory(device), "cache_plan": scorer.cache_plan and scorer.cache_plan.describe(),
                      "mfu": flop_model.flops(s) / seconds / rate if rate else None, **dataclasses.asdict(s)})
         print(f"{name}: {seconds:.1f} s, removed {list(result.removed)}", file=sys.stderr)
+    if args.profile:
+        last = list(configs.values())[-1]
+        scorer = Scorer(model, tokenizer, calib_items, batch_size=args.batch_size, engine=last)
+        print(f"profile of {names[-1]}, candidates 0, {len(blocks) // 2}, {len(blocks) - 1}:")
+        print(profile(scorer, [0, len(blocks) // 2, len(blocks) - 1]))
     ref = rows[0]
     for row in rows:
         row["flops_ratio"] = ref["flops"] / row["flops"]
@@ -204,8 +240,10 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write every number to this file")
     parser.add_argument("--random-shape", choices=sorted(SHAPES), default=None,
                         help="score a randomly initialised model of this shape (tokenizer from --model)")
-    parser.add_argument("--configs", default=",".join(c for c in CONFIGS if c != "fast+race"),
+    parser.add_argument("--configs", default=",".join(c for c in CONFIGS if c not in ("fast+race", "fast+compile")),
                         help=f"comma-separated subset of: {', '.join(CONFIGS)}; ratios are against the first")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print a torch.profiler kernel table of the last config on three candidates")
     parser.add_argument("--race-delta", type=float, default=0.05)
     parser.add_argument("--race-slices", type=int, default=8)
     args = parser.parse_args()

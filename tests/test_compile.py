@@ -1,0 +1,58 @@
+"""Opt-in torch.compile of the decoder blocks' parts (layershear.compile): same numbers in fp32, same files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from conftest import load
+from test_cli import _run, data_dirs  # noqa: F401  (fixture)
+from test_engine import CharTokenizer, _items
+
+from layershear.compile import compile_blocks
+from layershear.scorer import Scorer
+
+pytestmark = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                                reason="inductor needs a C compiler on the CPU")
+
+
+def test_compiled_blocks_score_like_eager_ones(tiny_checkpoints):
+    eager_model = load(tiny_checkpoints("llama"))
+    compiled_model = load(tiny_checkpoints("llama"))
+    names = compile_blocks(compiled_model)
+    assert names[:4] == ["model.layers.0.self_attn", "model.layers.0.mlp", "model.layers.0.input_layernorm",
+                         "model.layers.0.post_attention_layernorm"]
+    assert len(names) == 6 * 4
+    assert compiled_model.state_dict().keys() == eager_model.state_dict().keys()   # export sees the same names
+    items = _items(8)
+    eager = Scorer(eager_model, CharTokenizer(), items, batch_size=4)
+    compiled = Scorer(compiled_model, CharTokenizer(), items, batch_size=4)
+    for parent in (frozenset(), frozenset({2})):       # full forwards and cached-prefix child runs
+        blocks = [b for b in range(6) if b not in parent]
+        got, want = compiled.evaluate_children(parent, blocks), eager.evaluate_children(parent, blocks)
+        for b in blocks:
+            torch.testing.assert_close(got[b].loglikelihoods, want[b].loglikelihoods, atol=1e-4, rtol=1e-5)
+
+
+def test_prune_compile_flag(tiny_lm_dir, data_dirs, tmp_path):  # noqa: F811
+    runs = {}
+    for flag in ((), ("--compile",)):
+        out = tmp_path / ("compiled" if flag else "eager")
+        result = _run("prune", tiny_lm_dir, "--num-blocks", "1", "--calib", "piqa:16", "--data-dir", data_dirs[0],
+                      "--out", out, *flag)
+        assert result.exit_code == 0, result.output
+        runs[bool(flag)] = json.loads((out / "layershear.json").read_text())
+    assert "compiling 16 decoder-block modules" in result.output
+    assert runs[True]["cost"]["compiled"] and not runs[False]["cost"]["compiled"]
+    assert runs[True]["search"]["removed"] == runs[False]["search"]["removed"]
+    assert [c["relevance"] for c in runs[True]["search"]["steps"][0]["candidates"]] == \
+        pytest.approx([c["relevance"] for c in runs[False]["search"]["steps"][0]["candidates"]])
+
+
+def test_compile_is_for_accuracy_relevance(tiny_lm_dir, data_dirs, tmp_path):  # noqa: F811
+    result = _run("prune", tiny_lm_dir, "--num-blocks", "1", "--calib", "piqa:16", "--data-dir", data_dirs[0],
+                  "--out", tmp_path / "out", "--metric", "cosine", "--compile")
+    assert result.exit_code == 2
+    assert "--race, --beam and --compile apply to --metric accuracy" in result.stderr
