@@ -12,10 +12,12 @@ model), so compilation is off by default.
 from __future__ import annotations
 
 import logging
+import shutil
 
 import torch
 
 from layershear.arch import decoder_blocks
+from layershear.errors import LayershearError
 
 LOG = logging.getLogger(__name__)
 
@@ -38,7 +40,13 @@ def compile_blocks(model: torch.nn.Module, *, dynamic: bool = True) -> list[str]
 
     Raises:
         UnsupportedModelError: the model's decoder blocks cannot be found.
+        LayershearError: no C/C++ compiler on PATH (inductor builds its CPU kernels and Triton its
+            launchers with one).
     """
+    compilers = ("c++", "g++", "clang++") if next(model.parameters()).device.type == "cpu" else ("cc", "gcc", "clang")
+    if not any(shutil.which(c) for c in compilers):
+        raise LayershearError(f"--compile needs a compiler on PATH ({' or '.join(compilers)}); install one "
+                              "(e.g. apt install g++) or drop --compile")
     blocks = {id(block) for block in decoder_blocks(model)}
     names = []
     for name, module in model.named_modules():

@@ -12,12 +12,14 @@ from test_cli import _run, data_dirs  # noqa: F401  (fixture)
 from test_engine import CharTokenizer, _items
 
 from layershear.compile import compile_blocks
+from layershear.errors import LayershearError
 from layershear.scorer import Scorer
 
-pytestmark = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
-                                reason="inductor needs a C compiler on the CPU")
+needs_compiler = pytest.mark.skipif(not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
+                                    reason="inductor needs a C++ compiler on the CPU")
 
 
+@needs_compiler
 def test_compiled_blocks_score_like_eager_ones(tiny_checkpoints):
     eager_model = load(tiny_checkpoints("llama"))
     compiled_model = load(tiny_checkpoints("llama"))
@@ -36,6 +38,7 @@ def test_compiled_blocks_score_like_eager_ones(tiny_checkpoints):
             torch.testing.assert_close(got[b].loglikelihoods, want[b].loglikelihoods, atol=1e-4, rtol=1e-5)
 
 
+@needs_compiler
 def test_prune_compile_flag(tiny_lm_dir, data_dirs, tmp_path):  # noqa: F811
     runs = {}
     for flag in ((), ("--compile",)):
@@ -56,3 +59,9 @@ def test_compile_is_for_accuracy_relevance(tiny_lm_dir, data_dirs, tmp_path):  #
                   "--out", tmp_path / "out", "--metric", "cosine", "--compile")
     assert result.exit_code == 2
     assert "--race, --beam and --compile apply to --metric accuracy" in result.stderr
+
+
+def test_compile_without_a_compiler_is_a_clear_error(tiny_checkpoints, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
+    with pytest.raises(LayershearError, match=r"--compile needs a compiler on PATH \(c\+\+ or g\+\+ or clang\+\+\)"):
+        compile_blocks(load(tiny_checkpoints("llama")))
