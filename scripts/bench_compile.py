@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Does torch.compile make the scoring forward faster? Times the same evaluations eager and compiled.
 
-Compiles each decoder block's attention and MLP (inductor, dynamic shapes; the blocks themselves
-carry layershear's cache hooks, so they stay eager; their two RMSNorms are compiled too) and times three single-block-removed evaluations
-of the fast engine before and after, in one process, and prints the ratio and the largest change
+Compiles every part of each decoder block with layershear.compile.compile_blocks (attention, MLP and
+norms; inductor, dynamic shapes; the blocks themselves carry layershear's cache hooks, so they stay
+eager), as ``prune --compile`` does, and times three single-block-removed evaluations of the fast
+engine before and after, in one process, and prints the ratio and the largest change
 in a log-likelihood (bf16 fusions round differently).
 
 Examples:
@@ -21,9 +22,9 @@ import time
 import torch
 from bench_scoring import SHAPES, _random_model  # scripts/ is on sys.path when run as a script
 
-from layershear.arch import decoder_blocks
 from layershear.benchmarks import find_data_dir
 from layershear.calibration import build_calibration
+from layershear.compile import compile_blocks
 from layershear.devices import resolve_device, resolve_dtype
 from layershear.model_io import load_model, resolve_checkpoint
 from layershear.recipe import load_calibration
@@ -62,11 +63,7 @@ def main() -> None:
     calib = build_calibration(load_calibration(args.calib), data_dir=find_data_dir())
     scorer = Scorer(model, tokenizer, calib.items)
     eager, lls_eager = _timed(scorer, device)
-    for block in decoder_blocks(model):
-        block.self_attn.compile(dynamic=True)
-        block.mlp.compile(dynamic=True)
-        block.input_layernorm.compile(dynamic=True)
-        block.post_attention_layernorm.compile(dynamic=True)
+    compile_blocks(model)           # what `layershear prune --compile` does
     compiled, lls_compiled = _timed(scorer, device)      # the first includes compilation
     print(f"eager    s per evaluation: {', '.join(f'{t:.2f}' for t in eager)}")
     print(f"compiled s per evaluation: {', '.join(f'{t:.2f}' for t in compiled)} (first includes compilation)")
