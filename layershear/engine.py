@@ -22,7 +22,9 @@ class Engine:
     :class:`FlopModel`; wider rows waste less on padding but compute more masked attention; 0 =
     one tree per row).
     Without ``share_context`` and ``pack`` rows are lm-eval's: one right-padded request per row,
-    batches sorted by length.
+    batches sorted by length. ``step_reuse`` (with ``skip_prefix``, not with racing): a candidate of
+    the next greedy step that lies before the block just removed starts after that block, from the
+    state its own run had there in this step (see :mod:`layershear.step_reuse`).
     """
 
     scored_head: bool = True
@@ -30,6 +32,7 @@ class Engine:
     share_context: bool = True
     pack: bool = True
     row_tokens: int | None = None   # None: the width in ROW_TOKENS with the fewest counted FLOPs; 0: a row per tree
+    step_reuse: bool = True
 
     @property
     def packed(self) -> bool:
@@ -41,7 +44,7 @@ class Engine:
 #: position (lm-eval's computation, the paper's N x T passes). ``fast``: all switches on.
 ENGINES: dict[str, Engine] = {
     "fast": Engine(),
-    "reference": Engine(scored_head=False, skip_prefix=False, share_context=False, pack=False),
+    "reference": Engine(scored_head=False, skip_prefix=False, share_context=False, pack=False, step_reuse=False),
 }
 
 
@@ -69,8 +72,9 @@ class EngineStats:
 
     ``block_tokens`` sums, over forward passes, padded tokens x decoder blocks run, and
     ``attention_pairs`` (query, key) pairs x blocks run; ``head_positions`` counts the positions
-    that went through the LM head; ``cache_bytes`` is the largest set of cached block inputs held
-    at once. ``padding_fraction`` = 1 - real_tokens / padded_tokens.
+    that went through the LM head; ``cache_bytes`` is the largest set of cached block inputs (and
+    step-reuse states) held at once; ``reused_runs`` counts candidates that started from a state
+    stored in the previous greedy step. ``padding_fraction`` = 1 - real_tokens / padded_tokens.
     """
 
     forward_passes: int = 0
@@ -80,6 +84,7 @@ class EngineStats:
     attention_pairs: int = 0
     head_positions: int = 0
     cache_bytes: int = 0
+    reused_runs: int = 0
 
     def count(self, shapes: Sequence[BatchShape], *, blocks_run: int) -> None:
         """Add one pass over the calibration set: ``shapes`` from :func:`batch_shape`, ``blocks_run`` blocks."""

@@ -20,6 +20,7 @@ from layershear.metrics import above_random, correct, item_scores, relevance, re
 from layershear.packing import PackedBatch, pack_requests, packable, packed_loglikelihoods
 from layershear.prefix_cache import BlockInputs, CachePlan, capturing, injecting, plan_cache
 from layershear.racing import RaceSettings, eliminated, item_slices, per_test_delta
+from layershear.step_reuse import StepReuse
 from layershear.surgery import drop_blocks
 
 LOG = logging.getLogger(__name__)
@@ -92,6 +93,30 @@ def block_score(parent: Evaluation, child: Evaluation, block_idx: int) -> BlockS
         exact=child.exact,
         sequences=child.sequences,
     )
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One candidate's forward: the blocks left out (``skipped``), a hook factory ``hook(model)`` that
+    injects cached states (None: a plain forward), whether the one block run is bypassed, and the
+    block-input caches whose ``batch`` the loop must set."""
+
+    skipped: frozenset[int]
+    hook: Callable | None = None
+    bypass: bool = False
+    caches: tuple[BlockInputs, ...] = ()
+
+    def capturing(self, ran: list[int], stored: BlockInputs) -> _Run:
+        """This run, also storing the inputs of ``stored.stored`` blocks (``ran``: blocks run, in order)."""
+        inject = self.hook
+
+        def hook(model):
+            stack = contextlib.ExitStack()
+            if inject is not None:
+                stack.enter_context(inject(model))     # registered first: capture sees the injected state
+            stack.enter_context(capturing(model, ran, stored, set(stored.stored)))
+            return stack
+        return dataclasses.replace(self, hook=hook, caches=(*self.caches, stored))
 
 
 class Scorer:
@@ -172,10 +197,14 @@ class Scorer:
         self._prefix: BlockInputs | None = None   # block inputs of the last parent whose children were scored
         self._shapes = self._shapes_of(self.batches)
         self.cache_plan: CachePlan | None = None
+        self.step_reuse: StepReuse | None = None    # its ``keep`` is set to the beam width by GreedyPruner
         if self.engine.skip_prefix:
             embeddings = model.get_input_embeddings().weight
             block_bytes = sum(s.rows * s.width for s in self._shapes) * embeddings.shape[1] * embeddings.element_size()
             self.cache_plan = cache_plan or plan_cache(block_bytes, self.num_blocks, embeddings.device)
+            if self.engine.step_reuse and race is None:
+                self.step_reuse = StepReuse(block_bytes=block_bytes, where=self.cache_plan.where,
+                                            budget_bytes=self.cache_plan.budget_bytes - self.cache_plan.planned_bytes)
 
     def _shapes_of(self, batches) -> list[BatchShape]:
         return [batch_shape(b if isinstance(b, PackedBatch) else [self.requests[k] for k in b], self.max_length,
@@ -310,10 +339,10 @@ class Scorer:
             self._children_from_prefix(parent, missing)
         return {b: self._raced.get(parent | {b}) or self.evaluate(parent | {b}) for b in blocks}
 
-    def _child_run(self, cache: BlockInputs | None, parent: frozenset[int], b: int):
-        """(blocks to drop, hook factory) that compute f without ``b`` from ``cache`` (None: a full forward)."""
+    def _child_run(self, cache: BlockInputs | None, parent: frozenset[int], b: int) -> _Run:
+        """How to compute f without ``b`` from ``cache`` (None: a full forward)."""
         if cache is None:
-            return parent | {b}, None
+            return _Run(parent | {b})
         kept = [k for k in range(self.num_blocks) if k not in parent]
         start = cache.checkpoint_before(b)          # b itself unless only checkpoints are cached
         if start == b:
@@ -322,14 +351,43 @@ class Scorer:
         else:                                       # run blocks start..b-1 again, skip b, run the rest
             last = False
             skipped = parent | {k for k in kept if k < start} | {b}
-        return skipped, lambda m: injecting(m, cache, start, bypass=last)
+        return _Run(skipped, lambda m: injecting(m, cache, start, bypass=last), bypass=last, caches=(cache,))
+
+    def _reused_run(self, parent: frozenset[int], b: int, r: int, inputs: BlockInputs) -> _Run | None:
+        """How to compute f without ``b`` from the state that entered ``r`` (removed last step) in the
+        previous step's run of the model without ``b`` (:mod:`layershear.step_reuse`)."""
+        rest = [k for k in range(self.num_blocks) if k not in parent and k != b]
+        if not rest:
+            return None
+        after = [k for k in rest if k > r]
+        first = after[0] if after else rest[-1]     # no block after r: run the last one, bypassed
+        skipped = frozenset(k for k in range(self.num_blocks) if k != first and (k < first or k not in rest))
+        return _Run(skipped, lambda m: injecting(m, inputs, r, bypass=not after), bypass=not after, caches=(inputs,))
 
     def _children_from_prefix(self, parent: frozenset[int], missing: list[int]) -> None:
         cache = self._prefix_for(parent)
-        for b in missing:
-            skipped, hook = self._child_run(cache, parent, b)
-            self._store(parent | {b}, self.loglikelihoods(skipped, label=f"without {sorted(parent | {b})}",
-                                                          caches=[cache], hook=hook))
+        reuse = self.step_reuse
+        for b in reuse.start(parent, missing) if reuse else missing:
+            used = reuse.source(parent, b) if reuse else None
+            run = self._reused_run(parent, b, *used) if used else None
+            if run is None:
+                used, run = None, self._child_run(cache, parent, b)
+            else:
+                self.stats.reused_runs += 1
+            stored = None
+            if reuse:
+                ran = [k for k in range(self.num_blocks) if k not in run.skipped and not run.bypass]
+                targets = reuse.targets(parent, b, ran)
+                if targets:
+                    stored = BlockInputs(parent | {b}, where=self.cache_plan.where, stored=targets)
+                    run = run.capturing(ran, stored)
+            self._store(parent | {b}, self.loglikelihoods(run.skipped, label=f"without {sorted(parent | {b})}",
+                                                          caches=run.caches, hook=run.hook))
+            if reuse:
+                reuse.record(parent, b, self._cache[parent | {b}], stored)
+                if used:
+                    reuse.release(used)
+            self.stats.cache_bytes = max(self.stats.cache_bytes, cache.nbytes + (reuse.nbytes if reuse else 0))
 
     def _race_children(self, parent: frozenset[int], missing: list[int]) -> None:
         """Score ``missing`` slice by slice; after each slice drop the candidates that ``race.keep``
@@ -341,9 +399,9 @@ class Scorer:
         alive, seen = list(missing), []
         for sl, batch_ids in enumerate(self.slice_batches):
             for b in alive:
-                skipped, hook = self._child_run(cache, parent, b)
-                out = self.loglikelihoods(skipped, label=f"without {sorted(parent | {b})} (slice {sl + 1})",
-                                          caches=[cache] if cache else [], hook=hook, only=batch_ids)
+                run = self._child_run(cache, parent, b)
+                out = self.loglikelihoods(run.skipped, label=f"without {sorted(parent | {b})} (slice {sl + 1})",
+                                          caches=run.caches, hook=run.hook, only=batch_ids)
                 index = [k for j in batch_ids for k in self._requests_of(self.batches[j])]
                 lls[b][index] = out[index]
             seen += [i for i, x in enumerate(self.item_slice) if x == sl]

@@ -54,13 +54,14 @@ from layershear.recipe import load_calibration
 from layershear.scorer import Scorer
 from layershear.search import GreedyPruner, num_blocks_to_drop
 
-_OFF = Engine(scored_head=False, skip_prefix=False, share_context=False, pack=False)
+_OFF = Engine(scored_head=False, skip_prefix=False, share_context=False, pack=False, step_reuse=False)
 CONFIGS = {
     "reference": _OFF,
     "+scored-head": dataclasses.replace(_OFF, scored_head=True),
     "+prefix-skip": dataclasses.replace(_OFF, skip_prefix=True),
     "+shared-context": dataclasses.replace(_OFF, share_context=True),
     "+packing": dataclasses.replace(_OFF, pack=True),   # several requests per row, no shared prefixes
+    "fast-step-reuse": Engine(step_reuse=False),   # fast without layershear.step_reuse
     "fast": Engine(),
     "fast+race": Engine(),   # with --race-delta / --race-slices (layershear.racing)
     "fast+compile": Engine(),  # decoder blocks' parts compiled (layershear.compile), compile time included;

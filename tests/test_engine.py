@@ -77,7 +77,9 @@ def test_block_skipping_saves_about_half_of_the_block_work(tiny_checkpoints):
     assert fast.stats.cache_bytes > 0
 
 
-def test_greedy_picks_the_same_blocks_with_both_engines(tiny_lm_dir):
+def rigged_piqa(tiny_lm_dir):
+    """(model, tokenizer, 24 PIQA docs) with the gold labels rigged to the full model's own choices on
+    20 of 24 docs, so that relevance is defined for the random tiny model."""
     from transformers import AutoTokenizer
 
     from layershear.benchmarks import find_data_dir, load_split
@@ -87,11 +89,15 @@ def test_greedy_picks_the_same_blocks_with_both_engines(tiny_lm_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
     model = load(tiny_lm_dir)
     items = load_split("piqa", "validation", source="local")[:24]
-    # rig the gold labels to the full model's own choices on 20 of 24 docs, so relevance is defined
     probe = Scorer(model, tokenizer, items, engine="reference").evaluate()
     rigged = [MCItem(it.task, it.doc_id, it.contexts, it.continuations,
                      (it.gold if ok else 1 - it.gold) if k % 6 else (1 - it.gold if ok else it.gold), it.choice_lengths)
               for k, (it, ok) in enumerate(zip(items, probe.correct))]
+    return model, tokenizer, rigged
+
+
+def test_greedy_picks_the_same_blocks_with_both_engines(tiny_lm_dir):
+    model, tokenizer, rigged = rigged_piqa(tiny_lm_dir)
     results = {}
     for engine in ("fast", "reference"):
         scorer = Scorer(model, tokenizer, rigged, batch_size=8, engine=engine)

@@ -48,6 +48,8 @@ class GreedyPruner:
     def __init__(self, scorer: Scorer, *, beam_width: int = 1, on_step: StepFn | None = None) -> None:
         self.scorer = scorer
         self.beam_width = beam_width
+        if scorer.step_reuse is not None:     # keep states for as many children as the beam expands
+            scorer.step_reuse.keep = beam_width
         self.on_step = on_step
 
     def prune(self, num_drop: int) -> SearchResult:
