@@ -353,40 +353,39 @@ class Scorer:
             skipped = parent | {k for k in kept if k < start} | {b}
         return _Run(skipped, lambda m: injecting(m, cache, start, bypass=last), bypass=last, caches=(cache,))
 
-    def _reused_run(self, parent: frozenset[int], b: int, r: int, inputs: BlockInputs) -> _Run | None:
-        """How to compute f without ``b`` from the state that entered ``r`` (removed last step) in the
-        previous step's run of the model without ``b`` (:mod:`layershear.step_reuse`)."""
-        rest = [k for k in range(self.num_blocks) if k not in parent and k != b]
+    def _stored_run(self, drop: frozenset[int], k: int, inputs: BlockInputs) -> _Run | None:
+        """How to compute the model without ``drop`` from the stored state entering block ``k``
+        (:mod:`layershear.step_reuse`): run its blocks from k on."""
+        rest = [x for x in range(self.num_blocks) if x not in drop]
         if not rest:
             return None
-        after = [k for k in rest if k > r]
-        first = after[0] if after else rest[-1]     # no block after r: run the last one, bypassed
-        skipped = frozenset(k for k in range(self.num_blocks) if k != first and (k < first or k not in rest))
-        return _Run(skipped, lambda m: injecting(m, inputs, r, bypass=not after), bypass=not after, caches=(inputs,))
+        after = [x for x in rest if x >= k]
+        first = after[0] if after else rest[-1]     # no block from k on: run the last one, bypassed
+        skipped = frozenset(x for x in range(self.num_blocks) if x != first and (x < first or x not in rest))
+        return _Run(skipped, lambda m: injecting(m, inputs, k, bypass=not after), bypass=not after, caches=(inputs,))
 
     def _children_from_prefix(self, parent: frozenset[int], missing: list[int]) -> None:
         cache = self._prefix_for(parent)
         reuse = self.step_reuse
         for b in reuse.start(parent, missing) if reuse else missing:
-            used = reuse.source(parent, b) if reuse else None
-            run = self._reused_run(parent, b, *used) if used else None
+            drop = parent | {b}
+            found = reuse.lookup(drop, after=b) if reuse else None
+            run = self._stored_run(drop, *found) if found else None
             if run is None:
-                used, run = None, self._child_run(cache, parent, b)
+                run = self._child_run(cache, parent, b)
             else:
                 self.stats.reused_runs += 1
             stored = None
             if reuse:
                 ran = [k for k in range(self.num_blocks) if k not in run.skipped and not run.bypass]
-                targets = reuse.targets(parent, b, ran)
+                targets = reuse.targets(drop, b, ran)
                 if targets:
-                    stored = BlockInputs(parent | {b}, where=self.cache_plan.where, stored=targets)
+                    stored = BlockInputs(drop, where=self.cache_plan.where, stored=targets)
                     run = run.capturing(ran, stored)
-            self._store(parent | {b}, self.loglikelihoods(run.skipped, label=f"without {sorted(parent | {b})}",
-                                                          caches=run.caches, hook=run.hook))
+            self._store(drop, self.loglikelihoods(run.skipped, label=f"without {sorted(drop)}", caches=run.caches,
+                                                  hook=run.hook))
             if reuse:
-                reuse.record(parent, b, self._cache[parent | {b}], stored)
-                if used:
-                    reuse.release(used)
+                reuse.record(b, self._cache[drop], stored)
             self.stats.cache_bytes = max(self.stats.cache_bytes, cache.nbytes + (reuse.nbytes if reuse else 0))
 
     def _race_children(self, parent: frozenset[int], missing: list[int]) -> None:

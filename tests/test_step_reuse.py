@@ -111,23 +111,38 @@ def test_beam_search_picks_the_same_blocks_as_the_reference(tiny_lm_dir):
     assert scorers["fast"].stats.reused_runs > 0
 
 
-def test_states_of_children_that_fall_out_of_the_top_are_freed():
+def test_store_lookup_eligibility_and_eviction():
     from layershear.prefix_cache import BlockInputs
 
     class Ev:
         def __init__(self, drop, accuracy):
             self.drop, self.accuracy, self.gold_prob = frozenset(drop), accuracy, 0.5
 
-    reuse = StepReuse(block_bytes=8, budget_bytes=8 * 3)
-    order = reuse.start(frozenset(), [0, 1, 2, 3])
-    assert order == [3, 2, 1, 0]
-    assert reuse.stores[frozenset()].eligible == {0, 1, 2}      # 3 states fit: the lowest blocks first
-    reuse.record(frozenset(), 3, Ev({3}, 0.6), None)
-    assert reuse.targets(frozenset(), 2, capturable=[3]) == [3]
-    inputs = BlockInputs(frozenset({2}), stored=[3])
-    inputs.states[3][0] = torch.zeros(1, 2, 1)
-    reuse.record(frozenset(), 2, Ev({2}, 0.5), inputs)
-    assert reuse.source(frozenset({3}), 2) == (3, inputs)
-    reuse.record(frozenset(), 1, Ev({1}, 0.9), None)          # block 1 is now the best: 3's states are useless
-    assert reuse.source(frozenset({3}), 2) is None and reuse.nbytes == 0
-    assert reuse.targets(frozenset(), 0, capturable=[1, 2, 3]) == [1]
+    def stored(drop, blocks):
+        inputs = BlockInputs(frozenset(drop), stored=blocks)
+        for k in blocks:
+            inputs.states[k][0] = torch.zeros(1, 2, 1)       # 8 bytes, one batch
+        return inputs
+
+    reuse = StepReuse(block_bytes=8, budget_bytes=8 * 6, guesses=2)
+    assert reuse.start(frozenset(), [0, 1, 2, 3]) == [3, 2, 1, 0]     # last block first
+    assert reuse._eligible == {0, 1, 2}             # 6 states fit, 2 per candidate: the lowest blocks first
+    reuse.record(3, Ev({3}, 0.6), None)
+    assert reuse.targets(frozenset({2}), 2, capturable=[3]) == [3]
+    reuse.record(2, Ev({2}, 0.7), stored({2}, [3]))
+    assert reuse.targets(frozenset({1}), 1, capturable=[2, 3]) == [2, 3]   # the 2 best so far
+    reuse.record(1, Ev({1}, 0.1), stored({1}, [2, 3]))
+    reuse.record(0, Ev({0}, 0.1), stored({0}, [2, 3]))
+    assert reuse.nbytes == 5 * 8
+    # step 2 removes block 2: its candidate 0 (the model without {0, 2}) starts from the state entering 2
+    # of the model without {0}; candidate 1 likewise; candidate 3 lies after 2 (prefix cache)
+    reuse.start(frozenset({2}), [0, 1, 3])
+    assert reuse.lookup(frozenset({0, 2}), after=0) == (2, reuse.states[(frozenset({0}), 2)])
+    assert reuse.lookup(frozenset({2, 3}), after=3) is None
+    # states entering 3 of models that kept block 2 can never match again: freed
+    assert (frozenset({0}), 3) not in reuse.states and (frozenset({1}), 3) not in reuse.states
+    assert reuse.nbytes == 2 * 8
+    # removing block 1 next frees the state whose model kept block 1 (no later model matches it) and the
+    # one of the model without {1}, which is now the parent's own (in the prefix cache)
+    reuse.start(frozenset({1, 2}), [0, 3])
+    assert not reuse.states and reuse.nbytes == 0
