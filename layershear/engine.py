@@ -22,9 +22,10 @@ class Engine:
     :class:`FlopModel`; wider rows waste less on padding but compute more masked attention; 0 =
     one tree per row).
     Without ``share_context`` and ``pack`` rows are lm-eval's: one right-padded request per row,
-    batches sorted by length. ``step_reuse`` (with ``skip_prefix``, not with racing): a candidate of
-    the next greedy step that lies before the block just removed starts after that block, from the
-    state its own run had there in this step (see :mod:`layershear.step_reuse`).
+    batches sorted by length. ``step_reuse`` (with ``skip_prefix``, not with racing): candidate runs
+    store their hidden state entering the blocks likely to be removed next, and a later step's
+    candidate before the removed block starts after it from that state (see
+    :mod:`layershear.step_reuse`).
     """
 
     scored_head: bool = True
