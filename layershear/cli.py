@@ -142,8 +142,9 @@ def _scorer(model, tokenizer, calib, *, batch_size, max_length, metric, add_bos,
                   add_bos=add_bos, engine=engine, on_progress=on_progress, race=race)
 
 
-def _print_plan(scorer) -> None:
-    """One line on the batch layout, one on the prefix cache, one on step reuse, one on racing."""
+def _print_plan(scorer, steps: int = 1) -> None:
+    """One line on the batch layout, one on the prefix cache, one on step reuse (searches of
+    ``steps`` > 1 removals), one on racing."""
     from layershear.racing import BOUND
     from layershear.render import ERR
 
@@ -156,8 +157,8 @@ def _print_plan(scorer) -> None:
               f"{scorer.num_tokens:,} request tokens, padding {1 - real / padded:.1%}", markup=False, soft_wrap=True)
     if scorer.cache_plan is not None:
         ERR.print(scorer.cache_plan.describe(), markup=False, soft_wrap=True)
-    if scorer.step_reuse is not None:
-        ERR.print(scorer.step_reuse.describe(scorer.num_blocks), markup=False, soft_wrap=True)
+    if scorer.step_reuse is not None and steps > 1:
+        ERR.print(scorer.step_reuse.describe(), markup=False, soft_wrap=True)
     if scorer.race is not None:
         ERR.print(f"racing: {BOUND}; delta {scorer.race.delta} per step, {scorer.race.slices} slices, "
                   f"keep {scorer.race.keep}", markup=False, soft_wrap=True)
@@ -249,7 +250,7 @@ def prune(model, ratio, num_blocks, calib_spec, metric, engine, out, overwrite, 
         scorer = _scorer(hf_model, tokenizer, calib, batch_size=batch_size, max_length=max_length, metric=metric,
                          add_bos=add_bos, engine=engine, bar=bar, task_id=task_id, race=race_settings)
         pruner = GreedyPruner(scorer, beam_width=beam_width, on_step=_print_step)
-        _print_plan(scorer)
+        _print_plan(scorer, steps=num_drop)
         captures = num_drop * beam_width if scorer.engine.skip_prefix else 0   # one caching pass per parent
         evals = 1 + captures + sum(beam_width * (n_blocks - k) for k in range(num_drop))
         bar.update(task_id, total=evals * len(scorer.batches))

@@ -75,7 +75,7 @@ class EngineStats:
     ``attention_pairs`` (query, key) pairs x blocks run; ``head_positions`` counts the positions
     that went through the LM head; ``cache_bytes`` is the largest set of cached block inputs (and
     step-reuse states) held at once; ``reused_runs`` counts candidates that started from a state
-    stored in the previous greedy step. ``padding_fraction`` = 1 - real_tokens / padded_tokens.
+    stored by an earlier candidate run and so ran fewer blocks (:mod:`layershear.step_reuse`). ``padding_fraction`` = 1 - real_tokens / padded_tokens.
     """
 
     forward_passes: int = 0

@@ -197,13 +197,14 @@ class Scorer:
         self._prefix: BlockInputs | None = None   # block inputs of the last parent whose children were scored
         self._shapes = self._shapes_of(self.batches)
         self.cache_plan: CachePlan | None = None
-        self.step_reuse: StepReuse | None = None    # its ``keep`` is set to the beam width by GreedyPruner
+        self.step_reuse: StepReuse | None = None    # GreedyPruner sets its ``keep`` and ``until_depth``
         if self.engine.skip_prefix:
             embeddings = model.get_input_embeddings().weight
             block_bytes = sum(s.rows * s.width for s in self._shapes) * embeddings.shape[1] * embeddings.element_size()
             self.cache_plan = cache_plan or plan_cache(block_bytes, self.num_blocks, embeddings.device)
             if self.engine.step_reuse and race is None:
                 self.step_reuse = StepReuse(block_bytes=block_bytes, where=self.cache_plan.where,
+                                            every=self.cache_plan.every,
                                             budget_bytes=self.cache_plan.budget_bytes - self.cache_plan.planned_bytes)
 
     def _shapes_of(self, batches) -> list[BatchShape]:
@@ -336,7 +337,8 @@ class Scorer:
         if missing and self.race is not None and len(missing) > self.race.keep:
             self._race_children(parent, missing)
         elif missing and self.engine.skip_prefix:
-            self._children_from_prefix(parent, missing)
+            known = [self._cache[parent | {b}] for b in blocks if b not in missing and parent | {b} in self._cache]
+            self._children_from_prefix(parent, missing, known)
         return {b: self._raced.get(parent | {b}) or self.evaluate(parent | {b}) for b in blocks}
 
     def _child_run(self, cache: BlockInputs | None, parent: frozenset[int], b: int) -> _Run:
@@ -364,21 +366,22 @@ class Scorer:
         skipped = frozenset(x for x in range(self.num_blocks) if x != first and (x < first or x not in rest))
         return _Run(skipped, lambda m: injecting(m, inputs, k, bypass=not after), bypass=not after, caches=(inputs,))
 
-    def _children_from_prefix(self, parent: frozenset[int], missing: list[int]) -> None:
-        cache = self._prefix_for(parent)
+    def _children_from_prefix(self, parent: frozenset[int], missing: list[int], known: Sequence[Evaluation] = ()) -> None:
         reuse = self.step_reuse
-        for b in reuse.start(parent, missing) if reuse else missing:
+        order = reuse.start(parent, missing, known) if reuse else missing    # frees dead states first
+        cache = self._prefix_for(parent)
+        for b in order:
             drop = parent | {b}
+            run = self._child_run(cache, parent, b)
             found = reuse.lookup(drop, after=b) if reuse else None
-            run = self._stored_run(drop, *found) if found else None
-            if run is None:
-                run = self._child_run(cache, parent, b)
-            else:
+            stored_run = self._stored_run(drop, *found) if found else None
+            if stored_run is not None and len(stored_run.skipped) > len(run.skipped):     # runs fewer blocks
+                run = stored_run
                 self.stats.reused_runs += 1
             stored = None
             if reuse:
                 ran = [k for k in range(self.num_blocks) if k not in run.skipped and not run.bypass]
-                targets = reuse.targets(drop, b, ran)
+                targets = reuse.targets(drop, b, ran, self.num_blocks)
                 if targets:
                     stored = BlockInputs(drop, where=self.cache_plan.where, stored=targets)
                     run = run.capturing(ran, stored)
@@ -444,7 +447,8 @@ class Scorer:
                                       hook=lambda m: capturing(m, kept, new, store), caches=[new])
         self._store(parent, lls)
         self._prefix = new
-        self.stats.cache_bytes = max(self.stats.cache_bytes, new.nbytes + (old.nbytes if old else 0))
+        self.stats.cache_bytes = max(self.stats.cache_bytes, new.nbytes + (old.nbytes if old else 0)
+                                     + (self.step_reuse.nbytes if self.step_reuse else 0))
         return new
 
     def _store(self, drop: frozenset[int], lls: torch.Tensor) -> None:

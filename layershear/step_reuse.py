@@ -17,18 +17,25 @@ runs the candidates from the last block down. When it runs candidate l, every bl
 been scored, and the block this step will remove, if it lies after l, is the best child so far.
 "Best" is in the search's own order (:func:`layershear.search.beam._path_key`): higher accuracy,
 then higher gold probability, then the smaller drop set. The run of l stores its hidden state
-entering the ``guesses`` best children so far (default ``keep + 2``; ``keep`` = the beam width).
-Blocks that a later step removes are often among this step's best too.
+entering the ``keep + extra_guesses`` best children so far (``keep`` = the beam width). Blocks that
+a later step removes are often among this step's best too.
+
+Only states that can save work are stored. With every block input cached, a state entering k must
+have a block of l's model between l and k. States are stored only while a later step will read them
+(:attr:`StepReuse.until_depth`, set by the search).
 
 Memory: each stored state is one block input over the calibration set (``block_bytes``). States are
 kept while they fit in the budget that the cache plan leaves unused. Lower candidates come first,
-since they skip the most blocks. A state is freed once no later model can match it, because the
-parent now lacks a block below k that the state's model had. A candidate without a matching state
-runs from the prefix cache as before. The numbers are the same either way: the same blocks run on
-the same batches.
+since they skip the most blocks. A state is freed once no later model can match it, that is once
+every current parent lacks a block below k that the state's model had, or is the state's own
+model below k. With a beam this is checked against the previous depth's parents, one depth late.
+A candidate whose stored state would not save blocks runs from the prefix cache as before. The
+numbers are the same either way: the same blocks run on the same batches.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from layershear.prefix_cache import BlockInputs
 
@@ -45,59 +52,85 @@ def state_key(drop: frozenset[int], block_idx: int) -> Key:
     return frozenset(d for d in drop if d < block_idx), block_idx
 
 
+def _alive(key: Key, parents: Iterable[frozenset[int]]) -> bool:
+    """Whether a descendant of one of ``parents`` can still match ``key``: the parent's removed
+    blocks below k are a proper subset of the key's (a descendant only removes more blocks)."""
+    below, k = key
+    return any({p for p in parent if p < k} < below for parent in parents)
+
+
 class StepReuse:
     """Stores and serves the hidden states of step reuse (see the module docstring).
 
     Args:
         block_bytes: bytes of one block's input over the calibration set (one stored state).
-        budget_bytes: memory the stored states may use together.
+        budget_bytes: memory the stored states may use together (negative counts as 0).
         where: ``device`` or ``host`` (pinned), as :class:`layershear.prefix_cache.CachePlan`.
+        every: the cache plan's ``every`` (1 = every block input cached; then a state saves work
+            only if a kept block lies between the candidate and the state's block).
         keep: children per parent that the search expands next (its beam width).
-        guesses: best children so far whose input a candidate run stores (default ``keep + 2``).
+        extra_guesses: best children so far whose input is stored, beyond ``keep``.
+
+    ``until_depth``: states are stored by the runs of children at depths below it (the search sets
+    it to the number of blocks it removes; 0, the default, stores nothing: a single scoring pass
+    never reads them).
     """
 
-    def __init__(self, *, block_bytes: int, budget_bytes: int, where: str = "device", keep: int = 1,
-                 guesses: int | None = None) -> None:
+    def __init__(self, *, block_bytes: int, budget_bytes: int, where: str = "device", every: int = 1,
+                 keep: int = 1, extra_guesses: int = 2) -> None:
         self.block_bytes = max(1, block_bytes)
-        self.budget_bytes = budget_bytes
+        self.budget_bytes = max(0, budget_bytes)
         self.where = where
+        self.every = every
         self.keep = keep
-        self._guesses = guesses
+        self.extra_guesses = extra_guesses
+        self.until_depth = 0
         self.states: dict[Key, BlockInputs] = {}      # key -> inputs holding states[k][batch]
         self._ranked: list[tuple[tuple, int]] = []    # (child_key, block) of the current parent's children
         self._eligible: frozenset[int] = frozenset()
         self._parent: frozenset[int] | None = None
+        self._parents_at: dict[int, set[frozenset[int]]] = {}     # depth -> parents seen (beam)
 
     @property
     def guesses(self) -> int:
-        return self._guesses or self.keep + 2
+        return self.keep + self.extra_guesses
 
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for (_, k), inp in self.states.items()
                    for t in inp.states.get(k, {}).values())
 
-    def describe(self, num_blocks: int) -> str:
+    def describe(self) -> str:
         """One line for the CLI's plan."""
-        fit = self.budget_bytes // self.block_bytes
-        return (f"step reuse: room for {fit} stored block inputs ({self.block_bytes / 2**30:.2f} GiB each, on "
-                f"{self.where}; budget {self.budget_bytes / 2**30:.2f} GiB); each of up to {num_blocks - 1} "
-                f"candidates per step stores its input of the {self.guesses} best children so far")
+        return (f"step reuse: room for {self.budget_bytes // self.block_bytes} stored block inputs "
+                f"({self.block_bytes / 2**30:.2f} GiB each, on {self.where}; budget "
+                f"{self.budget_bytes / 2**30:.2f} GiB); a candidate stores its input of up to {self.guesses} "
+                "of the best children so far, lowest candidates first")
 
-    def start(self, parent: frozenset[int], candidates: list[int]) -> list[int]:
-        """Begin scoring ``candidates`` (children of ``parent``); returns them in run order (last block
-        first). With a beam of 1 every later model lacks ``parent``'s blocks, so a state is freed when
-        its model had one of them below k (no later model matches it), or lacked no other block
-        below k (it is the parent's own, which the prefix cache holds)."""
-        if self.keep == 1:
-            below = {k: {p for p in parent if p < k} for _, k in self.states}
-            for key in [(s, k) for s, k in self.states if not below[k] <= s or s <= below[k]]:
-                del self.states[key]
+    def _free(self, key: Key) -> None:
+        self.states.pop(key).states.pop(key[1], None)
+
+    def start(self, parent: frozenset[int], candidates: list[int], known: Iterable = ()) -> list[int]:
+        """Begin scoring ``candidates`` (children of ``parent``; ``known``: evaluations of its children
+        scored before); returns the candidates in run order (last block first). Frees the states no
+        later model can match."""
+        depth = len(parent)
+        self._parents_at.setdefault(depth, set()).add(parent)
+        judges = [parent] if self.keep == 1 else self._parents_at.get(depth - 1, ())
+        if judges:
+            for key in [key for key in self.states if not _alive(key, judges)]:
+                self._free(key)
         if parent != self._parent:
             self._parent, self._ranked = parent, []
-        pairs = max(0, self.budget_bytes - self.nbytes) // self.block_bytes
-        self._eligible = frozenset(sorted(candidates)[: pairs // self.guesses])
+            self._ranked += [(child_key(ev), min(ev.drop - parent)) for ev in known]
+        storing = depth + 1 < self.until_depth
+        pairs = self._room() if storing else 0
+        self._eligible = frozenset(sorted(candidates)[: -(-pairs // self.guesses)])   # lowest first; targets cap
         return sorted(candidates, reverse=True)
+
+    def _room(self) -> int:
+        """States that still fit in the budget."""
+        return max(0, self.budget_bytes - self.nbytes) // self.block_bytes
 
     def lookup(self, drop: frozenset[int], after: int) -> tuple[int, BlockInputs] | None:
         """``(k, inputs)``: the stored state with the largest k > ``after`` that enters block k in the
@@ -108,18 +141,26 @@ class StepReuse:
                 best = (k, inputs)
         return best
 
-    def targets(self, drop: frozenset[int], block: int, capturable: list[int]) -> list[int]:
+    def targets(self, drop: frozenset[int], block: int, capturable: list[int], num_blocks: int) -> list[int]:
         """Blocks whose input the run of candidate ``block`` (the model without ``drop``) should store:
-        the best children so far that the run computes and that are not stored already."""
+        the best children so far that the run computes, that are not stored already, and whose
+        state can save a later run some blocks."""
         if block not in self._eligible:
             return []
         best = [b for _, b in sorted(self._ranked)[: self.guesses]]
-        return sorted(k for k in best if k > block and k in capturable and state_key(drop, k) not in self.states)
+        kept = [x for x in range(num_blocks) if x not in drop]
+        useful = sorted(k for k in best if k > block and k in capturable and state_key(drop, k) not in self.states
+                        and (self.every > 1 or any(block < x < k for x in kept)))
+        return useful[: self._room()]
 
     def record(self, block: int, evaluation, stored: BlockInputs | None) -> None:
-        """Note the child's evaluation, and keep the states its run stored (``stored.drop`` = its model)."""
+        """Note the child's evaluation, and keep the states its run stored (``stored.drop`` = its model).
+        Each kept state gets its own :class:`BlockInputs`, so freeing a key frees its tensors."""
         self._ranked.append((child_key(evaluation), block))
-        if stored is not None:
-            for k in stored.stored:
-                if stored.states.get(k):
-                    self.states[state_key(stored.drop, k)] = stored
+        if stored is None:
+            return
+        for k in stored.stored:
+            if stored.states.get(k):
+                one = BlockInputs(stored.drop, where=stored.where, stored=[k])
+                one.states[k] = stored.states[k]
+                self.states[state_key(stored.drop, k)] = one

@@ -61,7 +61,7 @@ CONFIGS = {
     "+prefix-skip": dataclasses.replace(_OFF, skip_prefix=True),
     "+shared-context": dataclasses.replace(_OFF, share_context=True),
     "+packing": dataclasses.replace(_OFF, pack=True),   # several requests per row, no shared prefixes
-    "fast-step-reuse": Engine(step_reuse=False),   # fast without layershear.step_reuse
+    "fast-no-reuse": Engine(step_reuse=False),   # fast without layershear.step_reuse
     "fast": Engine(),
     "fast+race": Engine(),   # with --race-delta / --race-slices (layershear.racing)
     "fast+compile": Engine(),  # decoder blocks' parts compiled (layershear.compile), compile time included;

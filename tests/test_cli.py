@@ -218,13 +218,14 @@ def test_eval_rejects_a_bad_exclusion_file(tiny_lm_dir, data_dirs, tmp_path):
     _assert_one_error_line(result, "expected a layershear.json")
 
 
-def test_torchrun_two_processes_prune_the_same_blocks(tiny_lm_dir, data_dirs, tmp_path):
+@pytest.mark.parametrize("mode", [["--race"], []])          # racing / exact mode with step reuse
+def test_torchrun_two_processes_prune_the_same_blocks(tiny_lm_dir, data_dirs, tmp_path, mode):
     import os
     import subprocess
     import sys
 
     args = ["prune", str(tiny_lm_dir), "--num-blocks", "2", "--calib", "piqa:16", "--data-dir", str(data_dirs[0]),
-            "--batch-size", "2", "--race"]
+            "--batch-size", "2", *mode]
     single = _run(*args, "--out", tmp_path / "one")
     assert single.exit_code == 0, single.output
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

@@ -1,4 +1,4 @@
-"""Step reuse (layershear.step_reuse): next-step candidates before the removed block start after it."""
+"""Step reuse (layershear.step_reuse): later candidates start from states stored by earlier runs."""
 
 from __future__ import annotations
 
@@ -8,91 +8,132 @@ from conftest import load
 from test_engine import CharTokenizer, _items, rigged_piqa
 
 from layershear.engine import Engine
-from layershear.prefix_cache import CachePlan
+from layershear.prefix_cache import BlockInputs, CachePlan
 from layershear.scorer import Scorer
 from layershear.step_reuse import StepReuse, child_key
 
 ROOMY = 1 << 30      # budget the plan leaves for stored states
+OFF = Engine(step_reuse=False)
 
 
 def _plan(where: str = "device", every: int = 1, budget: int = ROOMY) -> CachePlan:
     return CachePlan(where, every, 0, 0, budget)
 
 
-def _greedy(scorer: Scorer, steps: int) -> list[tuple[frozenset[int], dict]]:
-    """Greedy-order children evaluations (as GreedyPruner orders them), without the above-random check."""
+def _scorer(model, engine: str | Engine = "fast", plan: CachePlan | None = None, items: int = 9) -> Scorer:
+    return Scorer(model, CharTokenizer(), _items(items), batch_size=4, engine=engine,
+                  cache_plan=plan or (_plan() if engine != "reference" else None))
+
+
+def _steps(scorer: Scorer, order: list[int] | None = None, steps: int = 4) -> list[tuple[frozenset[int], dict]]:
+    """Children evaluations of a greedy search (``order``: the blocks to remove, else the best child
+    each time, as GreedyPruner picks it), without the above-random check."""
+    if scorer.step_reuse is not None:
+        scorer.step_reuse.until_depth = len(order) if order else steps
     parent, out = frozenset(), []
-    for _ in range(steps):
+    for depth in range(len(order) if order else steps):
         children = scorer.evaluate_children(parent, [b for b in range(scorer.num_blocks) if b not in parent])
         out.append((parent, children))
-        parent = min(children.values(), key=child_key).drop
+        parent = parent | {order[depth]} if order else min(children.values(), key=child_key).drop
     return out
 
 
+def _held_bytes(reuse: StepReuse) -> int:
+    """Bytes of every tensor the store still references (not only those its keys name)."""
+    tensors = {id(t): t for inp in reuse.states.values() for ts in inp.states.values() for t in ts.values()}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
 @pytest.mark.parametrize("name", ["llama", "gpt_neox", "gemma2_old", "qwen2_swa", "olmo2"])
-def test_reused_runs_equal_the_reference(tiny_checkpoints, name):
+def test_reused_runs_equal_the_reference_and_bitwise_the_engine_without_reuse(tiny_checkpoints, name):
     model = load(tiny_checkpoints(name))
-    items = _items(9)
-    fast = Scorer(model, CharTokenizer(), items, batch_size=4, cache_plan=_plan())
-    ref = Scorer(model, CharTokenizer(), items, batch_size=4, engine="reference")
-    for parent, children in _greedy(fast, 4):
-        want = ref.evaluate_children(parent, list(children))
-        for b, ev in children.items():
+    fast, plain, ref = _scorer(model), _scorer(model, OFF), _scorer(model, "reference")
+    for (parent, got), (_, same) in zip(_steps(fast), _steps(plain)):
+        want = ref.evaluate_children(parent, list(got))
+        for b, ev in got.items():
+            assert torch.equal(ev.loglikelihoods, same[b].loglikelihoods)      # same blocks on the same batches
             torch.testing.assert_close(ev.loglikelihoods, want[b].loglikelihoods, atol=1e-4, rtol=1e-6)
             assert ev.correct == want[b].correct
-    assert fast.stats.reused_runs > 0
+    assert fast.stats.reused_runs > 0 and fast.stats.block_tokens < plain.stats.block_tokens
 
 
-@pytest.mark.parametrize("name", ["llama", "gpt_neox"])    # removes 5, 0, 4 / 1, 3, 4
+@pytest.mark.parametrize("name", ["llama", "gpt_neox"])    # greedy removes 5, 0, 4 / 1, 3, 4
 def test_reuse_skips_the_blocks_between_the_candidate_and_the_removed_block(tiny_checkpoints, name):
     model = load(tiny_checkpoints(name))
-    items = _items(9)
-    plain = Scorer(model, CharTokenizer(), items, batch_size=4, engine=Engine(step_reuse=False), cache_plan=_plan())
-    reuse = Scorer(model, CharTokenizer(), items, batch_size=4, cache_plan=_plan())
+    plain, reuse = _scorer(model, OFF), _scorer(model)
+    reuse.step_reuse.until_depth = 3
     per_eval = sum(s.rows * s.width for s in reuse.batch_shapes)
     parent, previous = frozenset(), None
     for _ in range(3):
         blocks = [b for b in range(6) if b not in parent]
         plain_before, reuse_before, runs_before = plain.stats.block_tokens, reuse.stats.block_tokens, reuse.stats.reused_runs
         got, want = reuse.evaluate_children(parent, blocks), plain.evaluate_children(parent, blocks)
-        for b in blocks:
-            torch.testing.assert_close(got[b].loglikelihoods, want[b].loglikelihoods, atol=1e-5, rtol=1e-6)
+        assert all(torch.equal(got[b].loglikelihoods, want[b].loglikelihoods) for b in blocks)
         kept = [k for k in range(6) if k not in parent]
         (r,) = parent - previous if previous is not None else (6,)    # 6: no removal yet, nothing to reuse
 
         def runs(start, kept=kept):         # blocks a candidate runs from after ``start`` (a bypassed one at least)
             return max(1, len([k for k in kept if k > start]))
-        reusable = [b for b in blocks if b < r]
-        saved = sum(runs(b) - runs(r) for b in reusable) if previous is not None else 0
-        assert (plain.stats.block_tokens - plain_before) - (reuse.stats.block_tokens - reuse_before) == per_eval * saved
-        assert reuse.stats.reused_runs - runs_before == (len(reusable) if previous is not None else 0)
+        saving = [b for b in blocks if b < r and runs(b) > runs(r)] if previous is not None else []
+        assert (plain.stats.block_tokens - plain_before) - (reuse.stats.block_tokens - reuse_before) == \
+            per_eval * sum(runs(b) - runs(r) for b in saving)
+        assert reuse.stats.reused_runs - runs_before == len(saving)
         previous, parent = parent, min(want.values(), key=child_key).drop
     assert reuse.stats.reused_runs > 0
+
+
+def test_a_state_stored_two_steps_earlier_serves_a_removal_below_the_previous_one(tiny_checkpoints):
+    model = load(tiny_checkpoints("llama"))
+    plain, reuse = _scorer(model, OFF), _scorer(model)
+    reuse.step_reuse.extra_guesses = 5           # step 1 stores its input of every later block
+    reuse.step_reuse.until_depth = 3
+    per_eval = sum(s.rows * s.width for s in reuse.batch_shapes)
+    for parent in (frozenset(), frozenset({5})):  # remove 5, then 3
+        for scorer in (plain, reuse):
+            scorer.evaluate_children(parent, [b for b in range(6) if b not in parent])
+    before = plain.stats.block_tokens, reuse.stats.block_tokens, reuse.stats.reused_runs
+    parent = frozenset({3, 5})
+    got, want = reuse.evaluate_children(parent, [0, 1, 2, 4]), plain.evaluate_children(parent, [0, 1, 2, 4])
+    assert all(torch.equal(got[b].loglikelihoods, want[b].loglikelihoods) for b in got)
+    # step 2 ran candidates 0 and 1 from states past block 3, so only step 1's runs computed their input
+    # of block 3. From it, candidate 0 runs block 4 alone instead of 1, 2, 4 (2 saved) and candidate 1
+    # instead of 2, 4 (1 saved); candidate 2 runs block 4 either way
+    assert reuse.stats.reused_runs - before[2] == 2
+    assert (plain.stats.block_tokens - before[0]) - (reuse.stats.block_tokens - before[1]) == per_eval * 3
 
 
 @pytest.mark.parametrize(("where", "every"), [("host", 1), ("device", 3)])
 def test_reuse_with_host_and_checkpointed_caches(tiny_checkpoints, where, every):
     model = load(tiny_checkpoints("qwen3"))
-    items = _items(9)
-    fast = Scorer(model, CharTokenizer(), items, batch_size=4, cache_plan=_plan(where, every))
-    ref = Scorer(model, CharTokenizer(), items, batch_size=4, engine="reference")
-    for parent, children in _greedy(fast, 3):
-        want = ref.evaluate_children(parent, list(children))
-        for b, ev in children.items():
+    fast, plain, ref = _scorer(model, plan=_plan(where, every)), _scorer(model, OFF, _plan(where, every)), \
+        _scorer(model, "reference")
+    for (parent, got), (_, same) in zip(_steps(fast, order=[5, 2, 4, 0]), _steps(plain, order=[5, 2, 4, 0])):
+        want = ref.evaluate_children(parent, list(got))
+        for b, ev in got.items():
+            assert torch.equal(ev.loglikelihoods, same[b].loglikelihoods)
             torch.testing.assert_close(ev.loglikelihoods, want[b].loglikelihoods, atol=1e-4, rtol=1e-6)
-    assert fast.stats.reused_runs > 0
+    assert fast.stats.reused_runs > 0 and fast.stats.block_tokens < plain.stats.block_tokens
 
 
-def test_no_budget_no_reuse_same_numbers(tiny_checkpoints):
+@pytest.mark.parametrize("states", [0, 2, 5])
+def test_budget_bounds_the_memory_held(tiny_checkpoints, states):
     model = load(tiny_checkpoints("llama"))
-    items = _items(9)
-    tight = Scorer(model, CharTokenizer(), items, batch_size=4, cache_plan=_plan(budget=0))
-    roomy = Scorer(model, CharTokenizer(), items, batch_size=4, cache_plan=_plan())
-    for (_, got), (_, want) in zip(_greedy(tight, 3), _greedy(roomy, 3)):
-        for b in got:
-            torch.testing.assert_close(got[b].loglikelihoods, want[b].loglikelihoods, atol=1e-5, rtol=1e-6)
-    assert tight.stats.reused_runs == 0 < roomy.stats.reused_runs
-    assert roomy.stats.block_tokens < tight.stats.block_tokens
+    probe = _scorer(model)
+    block_bytes = probe.step_reuse.block_bytes
+    scorer = _scorer(model, plan=_plan(budget=states * block_bytes))
+    peak = 0
+    for _ in _steps(scorer, order=[5, 3, 4, 0]):
+        assert _held_bytes(scorer.step_reuse) == scorer.step_reuse.nbytes
+        peak = max(peak, scorer.step_reuse.nbytes)
+    assert peak <= states * block_bytes
+    assert (scorer.stats.reused_runs > 0) == (states > 0)
+    assert scorer.stats.cache_bytes >= peak
+
+
+def test_a_single_scoring_pass_stores_nothing(tiny_checkpoints):
+    scorer = _scorer(load(tiny_checkpoints("llama")))
+    scorer.score_blocks() if scorer.evaluate().above_random else scorer.evaluate_children(frozenset(), range(6))
+    assert not scorer.step_reuse.states
 
 
 def test_beam_search_picks_the_same_blocks_as_the_reference(tiny_lm_dir):
@@ -104,45 +145,57 @@ def test_beam_search_picks_the_same_blocks_as_the_reference(tiny_lm_dir):
         scorers[engine] = Scorer(model, tokenizer, rigged, batch_size=8, engine=engine,
                                  cache_plan=_plan() if engine == "fast" else None)
         results[engine] = GreedyPruner(scorers[engine], beam_width=2).prune(2)
-    assert scorers["fast"].step_reuse.keep == 2
+    assert scorers["fast"].step_reuse.keep == 2 and scorers["fast"].step_reuse.until_depth == 2
     assert results["fast"].removed == results["reference"].removed
     for a, b in zip(results["fast"].steps, results["reference"].steps):
         assert [c.relevance for c in a.candidates] == pytest.approx([c.relevance for c in b.candidates])
-    assert scorers["fast"].stats.reused_runs > 0
+
+
+class _Ev:
+    def __init__(self, drop, accuracy):
+        self.drop, self.accuracy, self.gold_prob = frozenset(drop), accuracy, 0.5
+
+
+def _stored(drop, blocks):
+    inputs = BlockInputs(frozenset(drop), stored=blocks)
+    for k in blocks:
+        inputs.states[k][0] = torch.zeros(1, 2, 1)       # 8 bytes, one batch
+    return inputs
 
 
 def test_store_lookup_eligibility_and_eviction():
-    from layershear.prefix_cache import BlockInputs
-
-    class Ev:
-        def __init__(self, drop, accuracy):
-            self.drop, self.accuracy, self.gold_prob = frozenset(drop), accuracy, 0.5
-
-    def stored(drop, blocks):
-        inputs = BlockInputs(frozenset(drop), stored=blocks)
-        for k in blocks:
-            inputs.states[k][0] = torch.zeros(1, 2, 1)       # 8 bytes, one batch
-        return inputs
-
-    reuse = StepReuse(block_bytes=8, budget_bytes=8 * 6, guesses=2)
+    reuse = StepReuse(block_bytes=8, budget_bytes=8 * 6, extra_guesses=1)
+    reuse.until_depth = 3
     assert reuse.start(frozenset(), [0, 1, 2, 3]) == [3, 2, 1, 0]     # last block first
     assert reuse._eligible == {0, 1, 2}             # 6 states fit, 2 per candidate: the lowest blocks first
-    reuse.record(3, Ev({3}, 0.6), None)
-    assert reuse.targets(frozenset({2}), 2, capturable=[3]) == [3]
-    reuse.record(2, Ev({2}, 0.7), stored({2}, [3]))
-    assert reuse.targets(frozenset({1}), 1, capturable=[2, 3]) == [2, 3]   # the 2 best so far
-    reuse.record(1, Ev({1}, 0.1), stored({1}, [2, 3]))
-    reuse.record(0, Ev({0}, 0.1), stored({0}, [2, 3]))
-    assert reuse.nbytes == 5 * 8
-    # step 2 removes block 2: its candidate 0 (the model without {0, 2}) starts from the state entering 2
-    # of the model without {0}; candidate 1 likewise; candidate 3 lies after 2 (prefix cache)
+    reuse.record(3, _Ev({3}, 0.6), None)
+    assert reuse.targets(frozenset({2}), 2, capturable=[3], num_blocks=4) == []   # nothing between 2 and 3
+    reuse.record(2, _Ev({2}, 0.7), None)
+    assert reuse.targets(frozenset({1}), 1, capturable=[2, 3], num_blocks=4) == [3]   # 2 best so far: 2, 3
+    reuse.record(1, _Ev({1}, 0.1), _stored({1}, [3]))
+    assert reuse.targets(frozenset({0}), 0, capturable=[1, 2, 3], num_blocks=4) == [2, 3]
+    reuse.record(0, _Ev({0}, 0.1), _stored({0}, [2, 3]))
+    assert reuse.nbytes == _held_bytes(reuse) == 3 * 8
+    # step 2 removes block 2: candidate 0 (the model without {0, 2}) starts from the state entering 2 of
+    # the model without {0}; states entering 3 of models that kept block 2 can never match again: freed
     reuse.start(frozenset({2}), [0, 1, 3])
     assert reuse.lookup(frozenset({0, 2}), after=0) == (2, reuse.states[(frozenset({0}), 2)])
-    assert reuse.lookup(frozenset({2, 3}), after=3) is None
-    # states entering 3 of models that kept block 2 can never match again: freed
-    assert (frozenset({0}), 3) not in reuse.states and (frozenset({1}), 3) not in reuse.states
-    assert reuse.nbytes == 2 * 8
-    # removing block 1 next frees the state whose model kept block 1 (no later model matches it) and the
-    # one of the model without {1}, which is now the parent's own (in the prefix cache)
+    assert reuse.lookup(frozenset({1, 2}), after=1) is None
+    assert list(reuse.states) == [(frozenset({0}), 2)] and reuse.nbytes == _held_bytes(reuse) == 8
+    assert reuse._eligible == {0, 1, 3}          # room for 5 more states, 2 per candidate
+    reuse.start(frozenset({0, 2}), [1, 3])      # children at depth 3 = until_depth: nothing reads their states
+    assert reuse._eligible == set()
+
+
+def test_beam_eviction_uses_the_previous_depths_parents():
+    reuse = StepReuse(block_bytes=8, budget_bytes=8 * 10, keep=2)
+    reuse.until_depth = 4
+    reuse.start(frozenset(), [0, 1, 2, 3])
+    reuse.record(0, _Ev({0}, 0.5), _stored({0}, [2, 3]))
+    reuse.start(frozenset({2}), [0, 1, 3])        # depth 1: judged against the depth-0 parent, all alive
+    reuse.start(frozenset({1}), [0, 2, 3])
+    assert len(reuse.states) == 2
+    # depth 2: judged against the beam of depth 1, {2} and {1}, one depth late. ({0}, 3) is dead: each of
+    # them has a block below 3 that its model kept. ({0}, 2) still matches descendants of {2}
     reuse.start(frozenset({1, 2}), [0, 3])
-    assert not reuse.states and reuse.nbytes == 0
+    assert list(reuse.states) == [(frozenset({0}), 2)]

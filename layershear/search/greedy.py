@@ -54,5 +54,7 @@ class GreedyPruner:
 
     def prune(self, num_drop: int) -> SearchResult:
         """Run the search; see :func:`layershear.search.beam.beam_search` for errors raised."""
+        if self.scorer.step_reuse is not None:      # children at depths below num_drop store states for later steps
+            self.scorer.step_reuse.until_depth = num_drop
         return beam_search(self.scorer.evaluate, num_blocks=self.scorer.num_blocks, num_drop=num_drop,
                            width=self.beam_width, on_step=self.on_step, children=self.scorer.evaluate_children)
