@@ -386,6 +386,8 @@ def _prune_record(model, calib, scorer, result, evaluation, seconds, *, metric, 
                  "padding_fraction": scorer.stats.padding_fraction,
                  "cache_plan": dataclasses.asdict(scorer.cache_plan) if scorer.cache_plan else None,
                  "race": ({"bound": RACE_BOUND, **dataclasses.asdict(scorer.race)} if scorer.race else None),
+                 "step_reuse": ({"budget_bytes": scorer.step_reuse.budget_bytes, "guesses": scorer.step_reuse.guesses}
+                                if scorer.step_reuse else None),
                  "evaluations": scorer.num_evaluations, "tokens_per_evaluation": scorer.num_tokens,
                  **dataclasses.asdict(scorer.stats)},
     }

@@ -90,6 +90,7 @@ def test_both_engines_prune_the_same_blocks(tiny_lm_dir, data_dirs, tmp_path):
     assert fast["cost"]["block_tokens"] < ref["cost"]["block_tokens"]
     assert ref["cost"]["engine"] == {"scored_head": False, "skip_prefix": False, "share_context": False, "pack": False,
                                      "row_tokens": None, "step_reuse": False}
+    assert ref["cost"]["step_reuse"] is None and fast["cost"]["step_reuse"]["guesses"] == 3
 
 
 def test_score_json_to_stdout(tiny_lm_dir, data_dirs):
