@@ -86,8 +86,9 @@ def _calib_options(f):
     f = click.option("--acc-metric", "metric", type=click.Choice(["auto", "acc", "acc_norm"]), default="auto", show_default=True,
                      help="Accuracy per task: auto = acc_norm where lm-eval reports it, else acc.")(f)
     f = click.option("--engine", type=click.Choice(["fast", "reference"]), default="fast", show_default=True,
-                     help="fast: LM head on scored positions + cached-prefix block skipping; reference: full "
-                          "forward of every candidate (lm-eval's computation). Same answers.")(f)
+                     help="fast: shared prefixes in packed rows, LM head on scored positions, cached-prefix block "
+                          "skipping and step reuse; reference: full forward of every candidate (lm-eval's "
+                          "computation). Same answers.")(f)
     return f
 
 
