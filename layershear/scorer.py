@@ -106,15 +106,17 @@ class _Run:
     bypass: bool = False
     caches: tuple[BlockInputs, ...] = ()
 
-    def capturing(self, ran: list[int], stored: BlockInputs) -> _Run:
-        """This run, also storing the inputs of ``stored.stored`` blocks (``ran``: blocks run, in order)."""
+    def capturing(self, ran: list[int], stored: BlockInputs, blocks: set[int] | None = None) -> _Run:
+        """This run, also storing in ``stored`` the inputs of ``blocks`` (default ``stored.stored``);
+        ``ran``: the blocks run, in order."""
         inject = self.hook
+        blocks = set(stored.stored) if blocks is None else blocks
 
         def hook(model):
             stack = contextlib.ExitStack()
             if inject is not None:
                 stack.enter_context(inject(model))     # registered first: capture sees the injected state
-            stack.enter_context(capturing(model, ran, stored, set(stored.stored)))
+            stack.enter_context(capturing(model, ran, stored, blocks))
             return stack
         return dataclasses.replace(self, hook=hook, caches=(*self.caches, stored))
 
@@ -432,19 +434,12 @@ class Scorer:
             (b,) = added
             start = old.checkpoint_before(b)
             new.states = {k: old.states[k] for k in store if k < b}     # same checkpoints before b
-            run = [k for k in kept if k >= start]
-
-            def hook(m):
-                stack = contextlib.ExitStack()
-                stack.enter_context(injecting(m, old, start))    # registered first: capture sees the cached input
-                stack.enter_context(capturing(m, run, new, {k for k in store if k > b}))
-                return stack
-
-            lls = self.loglikelihoods(parent | {k for k in kept if k < start}, label=f"caching block inputs without "
-                                      f"{sorted(parent)}", hook=hook, caches=[old, new])
+            run = _Run(parent | {k for k in kept if k < start}, lambda m: injecting(m, old, start), caches=(old,))
+            run = run.capturing([k for k in kept if k >= start], new, {k for k in store if k > b})
         else:
-            lls = self.loglikelihoods(parent, label=f"caching block inputs without {sorted(parent)}",
-                                      hook=lambda m: capturing(m, kept, new, store), caches=[new])
+            run = _Run(parent).capturing(kept, new)
+        lls = self.loglikelihoods(run.skipped, label=f"caching block inputs without {sorted(parent)}", hook=run.hook,
+                                  caches=run.caches)
         self._store(parent, lls)
         self._prefix = new
         self.stats.cache_bytes = max(self.stats.cache_bytes, new.nbytes + (old.nbytes if old else 0)
