@@ -20,13 +20,12 @@ import argparse
 import time
 
 import torch
-from bench_scoring import SHAPES, _random_model  # scripts/ is on sys.path when run as a script
+from bench_scoring import SHAPES, model_and_tokenizer  # scripts/ is on sys.path when run as a script
 
 from layershear.benchmarks import find_data_dir
 from layershear.calibration import build_calibration
 from layershear.compile import compile_blocks
 from layershear.devices import resolve_device, resolve_dtype
-from layershear.model_io import load_model, resolve_checkpoint
 from layershear.recipe import load_calibration
 from layershear.scorer import Scorer
 
@@ -53,13 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-    if args.random_shape:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(args.model))
-        model = _random_model(args.random_shape, dtype, device)
-    else:
-        model, tokenizer = load_model(args.model, dtype=dtype, device=device)
+    model, tokenizer = model_and_tokenizer(args.model, args.random_shape, dtype, device)
     calib = build_calibration(load_calibration(args.calib), data_dir=find_data_dir())
     scorer = Scorer(model, tokenizer, calib.items)
     eager, lls_eager = _timed(scorer, device)

@@ -100,6 +100,16 @@ def _random_model(shape: str, dtype: torch.dtype, device: torch.device):
     return model.to(dtype).eval()
 
 
+def model_and_tokenizer(name: str, random_shape: str | None, dtype: torch.dtype, device: torch.device):
+    """``(model, tokenizer)`` of ``name``; with ``random_shape`` a random model of that shape and only the
+    tokenizer of ``name``."""
+    if random_shape is None:
+        return load_model(name, dtype=dtype, device=device)
+    from transformers import AutoTokenizer
+
+    return _random_model(random_shape, dtype, device), AutoTokenizer.from_pretrained(resolve_checkpoint(name))
+
+
 def _rig_golds(model, tokenizer, items, batch_size):
     """A random model is at chance, where relevance is undefined and greedy search stops: set each
     document's gold answer to the model's own choice on 3 of 4 documents, so that the search runs
@@ -144,13 +154,7 @@ def profile(scorer: Scorer, blocks: list[int], rows: int = 20) -> str:
 def run(args: argparse.Namespace) -> list[dict]:
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-    if args.random_shape:       # only the tokenizer of --model is read
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(args.model))
-        model = _random_model(args.random_shape, dtype, device)
-    else:
-        model, tokenizer = load_model(args.model, dtype=dtype, device=device)
+    model, tokenizer = model_and_tokenizer(args.model, args.random_shape, dtype, device)
     calib_items = build_calibration(load_calibration(args.calib), data_dir=find_data_dir()).items
     if args.random_shape:
         calib_items = _rig_golds(model, tokenizer, calib_items, args.batch_size)
