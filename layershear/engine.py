@@ -26,6 +26,9 @@ class Engine:
     store their hidden state entering the blocks likely to be removed next, and a later step's
     candidate before the removed block starts after it from that state (see
     :mod:`layershear.step_reuse`).
+    ``stack_tokens`` (with ``skip_prefix`` and a packed layout, not with racing): the candidates of a
+    step share each forward pass, stacked along the batch dimension, up to about this many tokens
+    per pass (0 = one candidate per pass; see :mod:`layershear.stacking`).
     """
 
     scored_head: bool = True
@@ -34,6 +37,7 @@ class Engine:
     pack: bool = True
     row_tokens: int | None = None   # None: the width in ROW_TOKENS with the fewest counted FLOPs; 0: a row per tree
     step_reuse: bool = True
+    stack_tokens: int = 16384
 
     @property
     def packed(self) -> bool:
@@ -45,7 +49,8 @@ class Engine:
 #: position (lm-eval's computation, the paper's N x T passes). ``fast``: all switches on.
 ENGINES: dict[str, Engine] = {
     "fast": Engine(),
-    "reference": Engine(scored_head=False, skip_prefix=False, share_context=False, pack=False, step_reuse=False),
+    "reference": Engine(scored_head=False, skip_prefix=False, share_context=False, pack=False, step_reuse=False,
+                        stack_tokens=0),
 }
 
 
@@ -75,7 +80,9 @@ class EngineStats:
     ``attention_pairs`` (query, key) pairs x blocks run; ``head_positions`` counts the positions
     that went through the LM head; ``cache_bytes`` is the largest set of cached block inputs (and
     step-reuse states) held at once; ``reused_runs`` counts candidates that started from a state
-    stored by an earlier candidate run and so ran fewer blocks (:mod:`layershear.step_reuse`). ``padding_fraction`` = 1 - real_tokens / padded_tokens.
+    stored by an earlier candidate run and so ran fewer blocks (:mod:`layershear.step_reuse`);
+    ``stacked_runs`` counts candidates that shared stacked passes (:mod:`layershear.stacking`; a
+    stacked pass counts once in ``forward_passes``). ``padding_fraction`` = 1 - real_tokens / padded_tokens.
     """
 
     forward_passes: int = 0
@@ -86,11 +93,13 @@ class EngineStats:
     head_positions: int = 0
     cache_bytes: int = 0
     reused_runs: int = 0
+    stacked_runs: int = 0
 
-    def count(self, shapes: Sequence[BatchShape], *, blocks_run: int) -> None:
-        """Add one pass over the calibration set: ``shapes`` from :func:`batch_shape`, ``blocks_run`` blocks."""
+    def count(self, shapes: Sequence[BatchShape], *, blocks_run: int, passes: bool = True) -> None:
+        """Add one pass over the calibration set: ``shapes`` from :func:`batch_shape`, ``blocks_run`` blocks
+        (``passes=False``: the forward passes are counted by the caller, as for stacked candidates)."""
         for s in shapes:
-            self.forward_passes += 1
+            self.forward_passes += passes
             self.padded_tokens += s.rows * s.width
             self.real_tokens += s.real_tokens
             self.block_tokens += s.rows * s.width * blocks_run

@@ -127,7 +127,8 @@ def _gather_before_head(model, rows: torch.Tensor, cols: torch.Tensor) -> Iterat
 
 
 def score_positions(model, input_ids: torch.Tensor, *, rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor,
-                    owners: torch.Tensor, num_out: int, full_logits: bool = False, **forward_kwargs) -> torch.Tensor:
+                    owners: torch.Tensor, num_out: int, full_logits: bool = False, copies: int = 1,
+                    **forward_kwargs) -> torch.Tensor:
     """One forward pass; log-probability of ``targets[k]`` at hidden state ``[rows[k], cols[k]]``,
     summed per ``owners[k]``.
 
@@ -136,11 +137,19 @@ def score_positions(model, input_ids: torch.Tensor, *, rows: torch.Tensor, cols:
     positions that holds them (``logits_to_keep``), and a pre-hook on the LM head gathers exactly
     the scored (row, position) pairs, so padding and context positions never reach the head or the
     log-softmax. ``forward_kwargs`` go to the model (``attention_mask``, ``position_ids``).
+    ``copies`` > 1: the blocks return that many stacked copies of the batch's rows
+    (:mod:`layershear.stacking`), each scored on its own.
 
     Returns:
-        float64 tensor of shape ``[num_out]`` (natural-log units), on CPU.
+        float64 tensor of shape ``[num_out]`` (``[copies, num_out]`` when ``copies`` > 1; natural-log
+        units), on CPU.
     """
     device = input_ids.device
+    if copies > 1:
+        shift = torch.arange(copies, device=device)[:, None]
+        rows = (rows[None] + shift * input_ids.shape[0]).reshape(-1)
+        owners = (owners[None] + shift * num_out).reshape(-1)
+        cols, targets = cols.repeat(copies), targets.repeat(copies)
     first = 0 if full_logits else int(cols.min())
     last = input_ids.shape[1] if full_logits else int(cols.max()) + 1
     gather = contextlib.nullcontext() if full_logits else _gather_before_head(model, rows, cols - first)
@@ -149,7 +158,8 @@ def score_positions(model, input_ids: torch.Tensor, *, rows: torch.Tensor, cols:
                        use_cache=False, **forward_kwargs).logits
     picked = logits[rows, cols] if full_logits else logits[0]
     scores = torch.log_softmax(picked.float(), dim=-1).gather(1, targets[:, None])[:, 0].double()
-    return torch.zeros(num_out, dtype=torch.float64, device=device).index_add_(0, owners, scores).cpu()
+    out = torch.zeros(num_out * copies, dtype=torch.float64, device=device).index_add_(0, owners, scores).cpu()
+    return out.view(copies, num_out) if copies > 1 else out
 
 
 @torch.inference_mode()

@@ -249,11 +249,14 @@ def attention_masks(model, batch: PackedBatch, device: torch.device):
 
 
 @torch.inference_mode()
-def packed_loglikelihoods(model, batch: PackedBatch, *, pad_id: int, full_logits: bool = False) -> torch.Tensor:
-    """Summed continuation log-probabilities of the requests of one packed batch.
+def packed_loglikelihoods(model, batch: PackedBatch, *, pad_id: int, full_logits: bool = False,
+                          copies: int = 1) -> torch.Tensor:
+    """Summed continuation log-probabilities of the requests of one packed batch (``copies``: see
+    :func:`layershear.loglik.score_positions`).
 
     Returns:
-        float64 tensor of shape ``[len(batch.requests)]`` (natural-log units), on CPU.
+        float64 tensor of shape ``[len(batch.requests)]`` (``[copies, len(batch.requests)]`` when
+        ``copies`` > 1; natural-log units), on CPU.
     """
     device = next(model.parameters()).device
     width = batch.width
@@ -266,5 +269,5 @@ def packed_loglikelihoods(model, batch: PackedBatch, *, pad_id: int, full_logits
         model, input_ids.to(device),
         rows=torch.tensor(batch.score_rows, device=device), cols=torch.tensor(batch.score_cols, device=device),
         targets=torch.tensor(batch.targets, device=device), owners=torch.tensor(batch.owners, device=device),
-        num_out=len(batch.requests), full_logits=full_logits,
+        num_out=len(batch.requests), full_logits=full_logits, copies=copies,
         position_ids=position_ids.to(device), attention_mask=attention_masks(model, batch, device))

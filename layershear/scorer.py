@@ -20,6 +20,7 @@ from layershear.metrics import above_random, correct, item_scores, relevance, re
 from layershear.packing import PackedBatch, pack_requests, packable, packed_loglikelihoods
 from layershear.prefix_cache import BlockInputs, CachePlan, capturing, injecting, plan_cache
 from layershear.racing import RaceSettings, eliminated, item_slices, per_test_delta
+from layershear.stacking import StackMember, stack_groups, stacking
 from layershear.step_reuse import StepReuse
 from layershear.surgery import drop_blocks
 
@@ -105,6 +106,7 @@ class _Run:
     hook: Callable | None = None
     bypass: bool = False
     caches: tuple[BlockInputs, ...] = ()
+    source: tuple[BlockInputs, int] | None = None    # (cache, block): the injected state is cache.states[block]
 
     def capturing(self, ran: list[int], stored: BlockInputs, blocks: set[int] | None = None) -> _Run:
         """This run, also storing in ``stored`` the inputs of ``blocks`` (default ``stored.stored``);
@@ -355,7 +357,8 @@ class Scorer:
         else:                                       # run blocks start..b-1 again, skip b, run the rest
             last = False
             skipped = parent | {k for k in kept if k < start} | {b}
-        return _Run(skipped, lambda m: injecting(m, cache, start, bypass=last), bypass=last, caches=(cache,))
+        return _Run(skipped, lambda m: injecting(m, cache, start, bypass=last), bypass=last, caches=(cache,),
+                    source=(cache, start))
 
     def _stored_run(self, drop: frozenset[int], k: int, inputs: BlockInputs) -> _Run | None:
         """How to compute the model without ``drop`` from the stored state entering block ``k``
@@ -366,32 +369,96 @@ class Scorer:
         after = [x for x in rest if x >= k]
         first = after[0] if after else rest[-1]     # no block from k on: run the last one, bypassed
         skipped = frozenset(x for x in range(self.num_blocks) if x != first and (x < first or x not in rest))
-        return _Run(skipped, lambda m: injecting(m, inputs, k, bypass=not after), bypass=not after, caches=(inputs,))
+        return _Run(skipped, lambda m: injecting(m, inputs, k, bypass=not after), bypass=not after, caches=(inputs,),
+                    source=(inputs, k))
 
     def _children_from_prefix(self, parent: frozenset[int], missing: list[int], known: Sequence[Evaluation] = ()) -> None:
         reuse = self.step_reuse
         order = reuse.start(parent, missing, known) if reuse else missing    # frees dead states first
         cache = self._prefix_for(parent)
-        for b in order:
-            drop = parent | {b}
-            run = self._child_run(cache, parent, b)
-            found = reuse.lookup(drop, after=b) if reuse else None
-            stored_run = self._stored_run(drop, *found) if found else None
-            if stored_run is not None and len(stored_run.skipped) > len(run.skipped):     # runs fewer blocks
-                run = stored_run
-                self.stats.reused_runs += 1
-            stored = None
-            if reuse:
-                ran = [k for k in range(self.num_blocks) if k not in run.skipped and not run.bypass]
-                targets = reuse.targets(drop, b, ran, self.num_blocks)
-                if targets:
-                    stored = BlockInputs(drop, where=self.cache_plan.where, stored=targets)
-                    run = run.capturing(ran, stored)
-            self._store(drop, self.loglikelihoods(run.skipped, label=f"without {sorted(drop)}", caches=run.caches,
-                                                  hook=run.hook))
-            if reuse:
-                reuse.record(b, self._cache[drop], stored)
+        for group in self._groups(parent, order):
+            planned = {b: self._plan_child(cache, parent, b) for b in group}
+            members = {b: m for b, (run, stored, m) in planned.items() if m is not None}
+            if len(members) > 1 and any(m.first is not None for m in members.values()):
+                lls = self._stacked(parent, members)
+            else:
+                lls = {}
+            for b, (run, stored, _) in planned.items():
+                drop = parent | {b}
+                if b not in lls:
+                    if stored is not None:
+                        run = run.capturing([k for k in range(self.num_blocks) if k not in run.skipped and not run.bypass],
+                                            stored)
+                    lls[b] = self.loglikelihoods(run.skipped, label=f"without {sorted(drop)}", caches=run.caches,
+                                                 hook=run.hook)
+                self._store(drop, lls[b])
+                if reuse:
+                    reuse.record(b, self._cache[drop], stored)
             self.stats.cache_bytes = max(self.stats.cache_bytes, cache.nbytes + (reuse.nbytes if reuse else 0))
+
+    def _groups(self, parent: frozenset[int], order: list[int]) -> list[list[int]]:
+        """Candidates in run order, split into the groups that share stacked passes (one each
+        without stacking). While step reuse stores states, at least two groups, so the lower
+        candidates guess the removed block from the scores of the higher ones."""
+        if not self.engine.stack_tokens or not self.packed or self.cache_plan.every != 1:
+            return [[b] for b in order]
+        storing = self.step_reuse is not None and len(parent) + 1 < self.step_reuse.until_depth
+        widest = max(s.rows * s.width for s in self._shapes)
+        return stack_groups(order, widest, self.engine.stack_tokens, min_groups=2 if storing else 1)
+
+    def _plan_child(self, cache: BlockInputs, parent: frozenset[int], b: int) -> tuple[_Run, BlockInputs | None,
+                                                                                         StackMember | None]:
+        """How to run candidate ``b``: its run (from the prefix cache or a state stored by step reuse),
+        where its run stores states for step reuse (None: nowhere), and its member in a stacked pass
+        (None: it cannot share one, e.g. it recomputes blocks from a checkpoint)."""
+        drop, reuse = parent | {b}, self.step_reuse
+        run = self._child_run(cache, parent, b)
+        found = reuse.lookup(drop, after=b) if reuse else None
+        stored_run = self._stored_run(drop, *found) if found else None
+        if stored_run is not None and len(stored_run.skipped) > len(run.skipped):     # runs fewer blocks
+            run = stored_run
+            self.stats.reused_runs += 1
+        ran = [k for k in range(self.num_blocks) if k not in run.skipped and not run.bypass]
+        stored = None
+        if reuse:
+            targets = reuse.targets(drop, b, ran, self.num_blocks)
+            if targets:
+                stored = BlockInputs(drop, where=self.cache_plan.where, stored=targets)
+        member = None
+        if run.source is not None and (run.bypass or ran == [k for k in range(ran[0], self.num_blocks) if k not in parent]):
+            inputs, k = run.source
+            member = StackMember(None if run.bypass else ran[0], lambda j, inputs=inputs, k=k: inputs.states[k][j],
+                                 capture=stored)
+        return run, stored, member
+
+    def _stacked(self, parent: frozenset[int], members: dict[int, StackMember]) -> dict[int, torch.Tensor]:
+        """Per-request log-likelihoods of the candidates ``members`` (block -> member), run together
+        in stacked passes (:mod:`layershear.stacking`)."""
+        start = min(m.first for m in members.values() if m.first is not None)
+        kept = [k for k in range(self.num_blocks) if k not in parent and k >= start]
+        todo = my_share(list(range(len(self.batches))))
+        shapes = [self._shapes[j] for j in todo]
+        for m in members.values():
+            self.stats.count(shapes, blocks_run=0 if m.first is None else len([k for k in kept if k >= m.first]),
+                             passes=False)
+        self.stats.forward_passes += len(todo)
+        self.stats.stacked_runs += len(members)
+        blocks = list(members)
+        out = torch.zeros(len(blocks), len(self.requests), dtype=torch.float64)
+        label = f"without {sorted(parent)} and one of {min(blocks)}..{max(blocks)} ({len(blocks)} stacked)"
+        skipped = frozenset(range(self.num_blocks)) - set(kept)
+        with drop_blocks(self.model, skipped), stacking(self.model, kept, list(members.values())) as stack:
+            for done, j in enumerate(todo, 1):
+                stack.reset(j)
+                batch = self.batches[j]
+                lls = packed_loglikelihoods(self.model, batch, pad_id=self.pad_id,
+                                            full_logits=not self.engine.scored_head, copies=len(blocks))
+                for i, b in enumerate(blocks):
+                    out[i, list(batch.requests)] = lls[members[b].order]
+                if self.on_progress is not None:
+                    self.on_progress(label, done, len(todo))
+        out = sum_across(out, next(self.model.parameters()).device)
+        return {b: out[i] for i, b in enumerate(blocks)}
 
     def _race_children(self, parent: frozenset[int], missing: list[int]) -> None:
         """Score ``missing`` slice by slice; after each slice drop the candidates that ``race.keep``

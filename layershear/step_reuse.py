@@ -18,7 +18,9 @@ been scored, and the block this step will remove, if it lies after l, is the bes
 "Best" is in the search's own order (:func:`layershear.search.beam._path_key`): higher accuracy,
 then higher gold probability, then the smaller drop set. The run of l stores its hidden state
 entering the ``keep + extra_guesses`` best children so far (``keep`` = the beam width). Blocks that
-a later step removes are often among this step's best too.
+a later step removes are often among this step's best too. Candidates that share stacked passes
+(:mod:`layershear.stacking`) are scored together, so for the children not scored yet the run also
+stores its state entering the ``keep + extra_guesses`` best of them in the previous parent's ranking.
 
 Only states that can save work are stored. With every block input cached, a state entering k must
 have a block of l's model between l and k. States are stored only while a later step will read them
@@ -87,6 +89,7 @@ class StepReuse:
         self.until_depth = 0
         self.states: dict[Key, BlockInputs] = {}      # key -> inputs holding states[k][batch]
         self._ranked: list[tuple[tuple, int]] = []    # (child_key, block) of the current parent's children
+        self._prior: list[int] = []                   # the previous parent's children, best first
         self._eligible: frozenset[int] = frozenset()
         self._parent: frozenset[int] | None = None
         self._parents_at: dict[int, set[frozenset[int]]] = {}     # depth -> parents seen (beam)
@@ -121,6 +124,7 @@ class StepReuse:
             for key in [key for key in self.states if not _alive(key, judges)]:
                 self._free(key)
         if parent != self._parent:
+            self._prior = [b for _, b in sorted(self._ranked) if b not in parent]
             self._parent, self._ranked = parent, []
             self._ranked += [(child_key(ev), min(ev.drop - parent)) for ev in known]
         storing = depth + 1 < self.until_depth
@@ -147,7 +151,9 @@ class StepReuse:
         state can save a later run some blocks."""
         if block not in self._eligible:
             return []
+        scored = {b for _, b in self._ranked}
         best = [b for _, b in sorted(self._ranked)[: self.guesses]]
+        best += [b for b in self._prior if b not in scored][: self.guesses]     # not scored yet (stacked runs)
         kept = [x for x in range(num_blocks) if x not in drop]
         useful = sorted(k for k in best if k > block and k in capturable and state_key(drop, k) not in self.states
                         and (self.every > 1 or any(block < x < k for x in kept)))

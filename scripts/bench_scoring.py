@@ -62,6 +62,7 @@ CONFIGS = {
     "+shared-context": dataclasses.replace(_OFF, share_context=True),
     "+packing": dataclasses.replace(_OFF, pack=True),   # several requests per row, no shared prefixes
     "fast-no-reuse": Engine(step_reuse=False),   # fast without layershear.step_reuse
+    "fast-no-stack": Engine(stack_tokens=0),     # fast with one candidate per pass (no layershear.stacking)
     "fast": Engine(),
     "fast+race": Engine(),   # with --race-delta / --race-slices (layershear.racing)
     "fast+compile": Engine(),  # decoder blocks' parts compiled (layershear.compile), compile time included;

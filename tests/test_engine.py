@@ -54,9 +54,10 @@ def test_fast_children_equal_reference(tiny_checkpoints, name):
     assert len(decoder_blocks(model)) == 6           # every block is back after the hooks and drops
 
 
-def test_block_skipping_saves_about_half_of_the_block_work(tiny_checkpoints):
+@pytest.mark.parametrize("stack_tokens", [0, 16384])
+def test_block_skipping_saves_about_half_of_the_block_work(tiny_checkpoints, stack_tokens):
     model = load(tiny_checkpoints("llama"))
-    fast = Scorer(model, CharTokenizer(), _items(), batch_size=4)
+    fast = Scorer(model, CharTokenizer(), _items(), batch_size=4, engine=Engine(stack_tokens=stack_tokens))
     ref = Scorer(model, CharTokenizer(), _items(), batch_size=4, engine=Engine(skip_prefix=False))  # same layout
     fast.evaluate_children(frozenset(), range(6))
     ref.evaluate_children(frozenset(), range(6))
@@ -64,12 +65,15 @@ def test_block_skipping_saves_about_half_of_the_block_work(tiny_checkpoints):
     per_eval = ref.stats.padded_tokens // 6             # padded tokens of one pass over the calibration set
     assert ref.stats.block_tokens == per_eval * 6 * 5
     # caching pass: 6 blocks; candidate b < 5 runs blocks b+1..5; the last block's candidate runs that block
-    # alone with its output bypassed (only the final norm and LM head count)
-    assert fast.stats.block_tokens == per_eval * (6 + 5 + 4 + 3 + 2 + 1 + 1)
+    # alone with its output bypassed (only the final norm and LM head count), or, stacked, joins the
+    # others after the last block
+    last = 0 if stack_tokens else 1
+    assert fast.stats.block_tokens == per_eval * (6 + 5 + 4 + 3 + 2 + 1 + last)
+    assert fast.stats.stacked_runs == (6 if stack_tokens else 0)
     # the next step derives its cache from this one: dropping block 2 reruns only blocks 3-5
     before = fast.stats.block_tokens
     fast.evaluate_children(frozenset({2}), [0, 1, 3, 4, 5])
-    assert fast.stats.block_tokens - before == per_eval * (3 + 4 + 3 + 2 + 1 + 1)
+    assert fast.stats.block_tokens - before == per_eval * (3 + 4 + 3 + 2 + 1 + last)
     ref.evaluate_children(frozenset({2}), [0, 1, 3, 4, 5])
     for b in (0, 1, 3, 4, 5):
         torch.testing.assert_close(fast.evaluate({2, b}).loglikelihoods, ref.evaluate({2, b}).loglikelihoods,

@@ -18,7 +18,7 @@ def test_fast_engine_on_cuda_matches_the_reference(tiny_checkpoints, name):
     model = load(tiny_checkpoints(name)).cuda()
     items = _items(12)
     ref = Scorer(model, CharTokenizer(), items, batch_size=4, engine="reference")
-    for plan in (CachePlan("device", 1, 0, 0, 0), CachePlan("host", 2, 0, 0, 0)):
+    for plan in (CachePlan("device", 1, 0, 0, 0), CachePlan("host", 1, 0, 0, 0), CachePlan("host", 2, 0, 0, 0)):
         fast = Scorer(model, CharTokenizer(), items, batch_size=4, cache_plan=plan)
         for parent in (frozenset(), frozenset({2})):
             blocks = [b for b in range(6) if b not in parent]

@@ -60,7 +60,8 @@ def test_reused_runs_equal_the_reference_and_bitwise_the_engine_without_reuse(ti
 @pytest.mark.parametrize("name", ["llama", "gpt_neox"])    # greedy removes 5, 0, 4 / 1, 3, 4
 def test_reuse_skips_the_blocks_between_the_candidate_and_the_removed_block(tiny_checkpoints, name):
     model = load(tiny_checkpoints(name))
-    plain, reuse = _scorer(model, OFF), _scorer(model)
+    # one candidate per pass: a bypassed last candidate then runs one block (stacked, none)
+    plain, reuse = _scorer(model, Engine(step_reuse=False, stack_tokens=0)), _scorer(model, Engine(stack_tokens=0))
     reuse.step_reuse.until_depth = 3
     per_eval = sum(s.rows * s.width for s in reuse.batch_shapes)
     parent, previous = frozenset(), None
