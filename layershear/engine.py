@@ -81,6 +81,7 @@ class EngineStats:
     that went through the LM head; ``cache_bytes`` is the largest set of cached block inputs (and
     step-reuse states) held at once; ``reused_runs`` counts candidates that started from a state
     stored by an earlier candidate run and so ran fewer blocks (:mod:`layershear.step_reuse`);
+    ``reused_prefixes`` counts steps whose prefix cache came whole from the removed block's run;
     ``stacked_runs`` counts candidates that shared stacked passes (:mod:`layershear.stacking`; a
     stacked pass counts once in ``forward_passes``). ``padding_fraction`` = 1 - real_tokens / padded_tokens.
     """
@@ -93,6 +94,7 @@ class EngineStats:
     head_positions: int = 0
     cache_bytes: int = 0
     reused_runs: int = 0
+    reused_prefixes: int = 0
     stacked_runs: int = 0
 
     def count(self, shapes: Sequence[BatchShape], *, blocks_run: int, passes: bool = True) -> None:

@@ -488,8 +488,10 @@ class Scorer:
 
     def _prefix_for(self, parent: frozenset[int]) -> BlockInputs:
         """Cached block inputs of f = model without ``parent`` (the blocks :attr:`cache_plan` keeps),
-        derived from the previous step's cache when ``parent`` adds one block b to it (only the blocks
-        from the last checkpoint before b on are run), else by one full pass."""
+        derived from the previous step's cache when ``parent`` adds one block b to it: the inputs
+        before b are the same; those after b come from b's own run when step reuse stored them (or
+        there are none, b being the last block), else from a pass over the blocks from the last
+        checkpoint before b on. Otherwise one full pass."""
         old = self._prefix
         if old is not None and old.drop == parent:
             return old
@@ -497,12 +499,21 @@ class Scorer:
         store = set(self.cache_plan.checkpoints(kept))
         new = BlockInputs(parent, where=self.cache_plan.where, stored=sorted(store))
         added = parent - old.drop if old is not None and old.drop < parent else set()
-        if len(added) == 1 and max(added) < kept[-1]:
+        if len(added) == 1:
             (b,) = added
-            start = old.checkpoint_before(b)
             new.states = {k: old.states[k] for k in store if k < b}     # same checkpoints before b
+            after = {k for k in store if k > b}
+            taken = self.step_reuse.take_prefix(parent, after) if self.step_reuse else {}
+            if set(taken) == after and parent in self._cache:
+                # b was the last block, or its run stored the states after it (step reuse): no pass
+                new.states.update(taken)
+                self.stats.reused_prefixes += bool(after)
+                self._prefix = new
+                return new
+        if len(added) == 1 and b < kept[-1]:
+            start = old.checkpoint_before(b)
             run = _Run(parent | {k for k in kept if k < start}, lambda m: injecting(m, old, start), caches=(old,))
-            run = run.capturing([k for k in kept if k >= start], new, {k for k in store if k > b})
+            run = run.capturing([k for k in kept if k >= start], new, after)
         else:
             run = _Run(parent).capturing(kept, new)
         lls = self.loglikelihoods(run.skipped, label=f"caching block inputs without {sorted(parent)}", hook=run.hook,

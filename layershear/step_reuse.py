@@ -39,6 +39,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import torch
+
 from layershear.prefix_cache import BlockInputs
 
 Key = tuple[frozenset[int], int]      # (removed blocks below k, k)
@@ -72,6 +74,10 @@ class StepReuse:
             only if a kept block lies between the candidate and the state's block).
         keep: children per parent that the search expands next (its beam width).
         extra_guesses: best children so far whose input is stored, beyond ``keep``.
+        prefix_states: in greedy search (``keep`` = 1), a candidate that may be removed this step
+            (in the first step any, later one of the best ``keep + extra_guesses`` of the previous
+            parent's ranking) also stores its inputs of the blocks after it: if it is removed they
+            are the next step's prefix cache (:meth:`take_prefix`), which then needs no pass.
 
     ``until_depth``: states are stored by the runs of children at depths below it (the search sets
     it to the number of blocks it removes; 0, the default, stores nothing: a single scoring pass
@@ -79,17 +85,19 @@ class StepReuse:
     """
 
     def __init__(self, *, block_bytes: int, budget_bytes: int, where: str = "device", every: int = 1,
-                 keep: int = 1, extra_guesses: int = 2) -> None:
+                 keep: int = 1, extra_guesses: int = 2, prefix_states: bool = True) -> None:
         self.block_bytes = max(1, block_bytes)
         self.budget_bytes = max(0, budget_bytes)
         self.where = where
         self.every = every
         self.keep = keep
         self.extra_guesses = extra_guesses
+        self.prefix_states = prefix_states
         self.until_depth = 0
         self.states: dict[Key, BlockInputs] = {}      # key -> inputs holding states[k][batch]
         self._ranked: list[tuple[tuple, int]] = []    # (child_key, block) of the current parent's children
         self._prior: list[int] = []                   # the previous parent's children, best first
+        self._reserved = 0                            # states promised to runs not recorded yet
         self._eligible: frozenset[int] = frozenset()
         self._parent: frozenset[int] | None = None
         self._parents_at: dict[int, set[frozenset[int]]] = {}     # depth -> parents seen (beam)
@@ -120,8 +128,8 @@ class StepReuse:
         depth = len(parent)
         self._parents_at.setdefault(depth, set()).add(parent)
         judges = [parent] if self.keep == 1 else self._parents_at.get(depth - 1, ())
-        if judges:
-            for key in [key for key in self.states if not _alive(key, judges)]:
+        if judges:      # a state of the parent's own model may still serve its prefix (take_prefix)
+            for key in [key for key in self.states if not _alive(key, judges) and key != state_key(parent, key[1])]:
                 self._free(key)
         if parent != self._parent:
             self._prior = [b for _, b in sorted(self._ranked) if b not in parent]
@@ -133,8 +141,22 @@ class StepReuse:
         return sorted(candidates, reverse=True)
 
     def _room(self) -> int:
-        """States that still fit in the budget."""
-        return max(0, self.budget_bytes - self.nbytes) // self.block_bytes
+        """States that still fit in the budget (less those promised to runs not recorded yet)."""
+        return max(0, (self.budget_bytes - self.nbytes) // self.block_bytes - self._reserved)
+
+    def take_prefix(self, parent: frozenset[int], blocks: Iterable[int]) -> dict[int, dict[int, torch.Tensor]]:
+        """The stored states of the model without ``parent`` entering ``blocks`` (block -> batch ->
+        state), removed from the store; the parent's other own states are freed. The run of the
+        block that the previous step removed computed them, so the parent's prefix cache
+        (:mod:`layershear.prefix_cache`) needs no pass for those blocks."""
+        out = {}
+        for k in blocks:
+            key = state_key(parent, k)
+            if key in self.states:
+                out[k] = self.states.pop(key).states.pop(k)
+        for key in [key for key in self.states if key == state_key(parent, key[1])]:
+            self._free(key)
+        return out
 
     def lookup(self, drop: frozenset[int], after: int) -> tuple[int, BlockInputs] | None:
         """``(k, inputs)``: the stored state with the largest k > ``after`` that enters block k in the
@@ -153,11 +175,19 @@ class StepReuse:
             return []
         scored = {b for _, b in self._ranked}
         best = [b for _, b in sorted(self._ranked)[: self.guesses]]
-        best += [b for b in self._prior if b not in scored][: self.guesses]     # not scored yet (stacked runs)
+        best += [b for b in self._prior[: self.guesses] if b not in scored]     # not scored yet (stacked runs)
         kept = [x for x in range(num_blocks) if x not in drop]
         useful = sorted(k for k in best if k > block and k in capturable and state_key(drop, k) not in self.states
                         and (self.every > 1 or any(block < x < k for x in kept)))
-        return useful[: self._room()]
+        if self.prefix_states and self.keep == 1 and (not self._prior or block in best):    # it may be removed: its states are the next prefix
+            useful = sorted(set(useful) | {k for k in capturable if k > block and k in self._checkpoints(kept)
+                                           and state_key(drop, k) not in self.states})
+        useful = useful[: self._room()]
+        self._reserved += len(useful)
+        return useful
+
+    def _checkpoints(self, kept: list[int]) -> set[int]:
+        return set(kept[::self.every])
 
     def record(self, block: int, evaluation, stored: BlockInputs | None) -> None:
         """Note the child's evaluation, and keep the states its run stored (``stored.drop`` = its model).
@@ -165,6 +195,7 @@ class StepReuse:
         self._ranked.append((child_key(evaluation), block))
         if stored is None:
             return
+        self._reserved = max(0, self._reserved - len(stored.stored))
         for k in stored.stored:
             if stored.states.get(k):
                 one = BlockInputs(stored.drop, where=stored.where, stored=[k])

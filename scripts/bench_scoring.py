@@ -170,6 +170,9 @@ def run(args: argparse.Namespace) -> list[dict]:
     if "fast+compile" in names[:-1]:
         sys.exit("--configs: fast+compile compiles the model in place; list it last")
     configs = {name: CONFIGS[name] for name in names}
+    if args.stack_tokens is not None:
+        configs = {name: dataclasses.replace(e, stack_tokens=args.stack_tokens) if e.stack_tokens else e
+                   for name, e in configs.items()}
     for name, engine in configs.items():
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -250,6 +253,8 @@ def main() -> None:
                         help=f"comma-separated subset of: {', '.join(CONFIGS)}; ratios are against the first")
     parser.add_argument("--profile", action="store_true",
                         help="also print a torch.profiler kernel table of the last config on three candidates")
+    parser.add_argument("--stack-tokens", type=int, default=None,
+                        help="tokens per stacked pass for the configs that stack candidates (default: Engine's)")
     parser.add_argument("--race-delta", type=float, default=0.05)
     parser.add_argument("--race-slices", type=int, default=8)
     args = parser.parse_args()

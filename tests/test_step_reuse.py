@@ -68,6 +68,7 @@ def test_reuse_skips_the_blocks_between_the_candidate_and_the_removed_block(tiny
     for _ in range(3):
         blocks = [b for b in range(6) if b not in parent]
         plain_before, reuse_before, runs_before = plain.stats.block_tokens, reuse.stats.block_tokens, reuse.stats.reused_runs
+        prefixes_before = reuse.stats.reused_prefixes
         got, want = reuse.evaluate_children(parent, blocks), plain.evaluate_children(parent, blocks)
         assert all(torch.equal(got[b].loglikelihoods, want[b].loglikelihoods) for b in blocks)
         kept = [k for k in range(6) if k not in parent]
@@ -76,8 +77,10 @@ def test_reuse_skips_the_blocks_between_the_candidate_and_the_removed_block(tiny
         def runs(start, kept=kept):         # blocks a candidate runs from after ``start`` (a bypassed one at least)
             return max(1, len([k for k in kept if k > start]))
         saving = [b for b in blocks if b < r and runs(b) > runs(r)] if previous is not None else []
+        # the prefix pass over the blocks after r is skipped when r's run stored their inputs
+        prefix = len([k for k in kept if k > r]) if reuse.stats.reused_prefixes > prefixes_before else 0
         assert (plain.stats.block_tokens - plain_before) - (reuse.stats.block_tokens - reuse_before) == \
-            per_eval * sum(runs(b) - runs(r) for b in saving)
+            per_eval * (sum(runs(b) - runs(r) for b in saving) + prefix)
         assert reuse.stats.reused_runs - runs_before == len(saving)
         previous, parent = parent, min(want.values(), key=child_key).drop
     assert reuse.stats.reused_runs > 0
@@ -92,15 +95,17 @@ def test_a_state_stored_two_steps_earlier_serves_a_removal_below_the_previous_on
     for parent in (frozenset(), frozenset({5})):  # remove 5, then 3
         for scorer in (plain, reuse):
             scorer.evaluate_children(parent, [b for b in range(6) if b not in parent])
-    before = plain.stats.block_tokens, reuse.stats.block_tokens, reuse.stats.reused_runs
+    before = plain.stats.block_tokens, reuse.stats.block_tokens, reuse.stats.reused_runs, reuse.stats.reused_prefixes
     parent = frozenset({3, 5})
     got, want = reuse.evaluate_children(parent, [0, 1, 2, 4]), plain.evaluate_children(parent, [0, 1, 2, 4])
     assert all(torch.equal(got[b].loglikelihoods, want[b].loglikelihoods) for b in got)
     # step 2 ran candidates 0 and 1 from states past block 3, so only step 1's runs computed their input
     # of block 3. From it, candidate 0 runs block 4 alone instead of 1, 2, 4 (2 saved) and candidate 1
-    # instead of 2, 4 (1 saved); candidate 2 runs block 4 either way
+    # instead of 2, 4 (1 saved); candidate 2 runs block 4 either way. Step 2's candidate 3 stored its
+    # input of block 4, so the prefix cache of {3, 5} needs no pass over block 4 (1 saved)
     assert reuse.stats.reused_runs - before[2] == 2
-    assert (plain.stats.block_tokens - before[0]) - (reuse.stats.block_tokens - before[1]) == per_eval * 3
+    assert reuse.stats.reused_prefixes - before[3] == 1
+    assert (plain.stats.block_tokens - before[0]) - (reuse.stats.block_tokens - before[1]) == per_eval * 4
 
 
 @pytest.mark.parametrize(("where", "every"), [("host", 1), ("device", 3)])
@@ -165,7 +170,7 @@ def _stored(drop, blocks):
 
 
 def test_store_lookup_eligibility_and_eviction():
-    reuse = StepReuse(block_bytes=8, budget_bytes=8 * 6, extra_guesses=1)
+    reuse = StepReuse(block_bytes=8, budget_bytes=8 * 6, extra_guesses=1, prefix_states=False)
     reuse.until_depth = 3
     assert reuse.start(frozenset(), [0, 1, 2, 3]) == [3, 2, 1, 0]     # last block first
     assert reuse._eligible == {0, 1, 2}             # 6 states fit, 2 per candidate: the lowest blocks first
@@ -200,3 +205,21 @@ def test_beam_eviction_uses_the_previous_depths_parents():
     # them has a block below 3 that its model kept. ({0}, 2) still matches descendants of {2}
     reuse.start(frozenset({1, 2}), [0, 3])
     assert list(reuse.states) == [(frozenset({0}), 2)]
+
+
+def test_a_likely_removal_stores_the_next_prefix():
+    reuse = StepReuse(block_bytes=8, budget_bytes=8 * 20, extra_guesses=0)     # one guess per step
+    reuse.until_depth = 3
+    reuse.start(frozenset(), [0, 1, 2, 3])
+    # first step, no ranking yet: any candidate may be removed, so each stores its inputs of the blocks after it
+    assert reuse.targets(frozenset({1}), 1, capturable=[2, 3], num_blocks=4) == [2, 3]
+    reuse.record(1, _Ev({1}, 0.9), _stored({1}, [2, 3]))
+    for b, acc in ((3, 0.1), (2, 0.5), (0, 0.0)):
+        reuse.record(b, _Ev({b}, acc), None)
+    reuse.start(frozenset({1}), [0, 2, 3])        # block 1 removed: its states are the new prefix
+    taken = reuse.take_prefix(frozenset({1}), [2, 3])
+    assert sorted(taken) == [2, 3] and taken[2][0].shape == (1, 2, 1)
+    assert reuse.states == {}                     # taken out of the store
+    # later steps: only the previous parent's best child (block 2) stores its states after it
+    assert reuse.targets(frozenset({1, 2}), 2, capturable=[3], num_blocks=4) == [3]
+    assert reuse.targets(frozenset({0, 1}), 0, capturable=[2, 3], num_blocks=4) == []
