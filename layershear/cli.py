@@ -136,8 +136,13 @@ def _calibration(spec: str, data_source: str, data_dir: Path | None):
 def _scorer(model, tokenizer, calib, *, batch_size, max_length, metric, add_bos, engine, bar, task_id, race=None):
     from layershear.scorer import Scorer
 
+    last = {"label": None, "done": 0}
+
     def on_progress(label: str, done: int, total: int) -> None:
-        bar.update(task_id, advance=1, description=label)
+        # done counts candidate-batches of this label (a stacked pass of C candidates advances C)
+        step = done - last["done"] if label == last["label"] and done > last["done"] else done
+        last.update(label=label, done=done)
+        bar.update(task_id, advance=step, description=label)
 
     return Scorer(model, tokenizer, calib.items, batch_size=batch_size, max_length=max_length, metric=metric,
                   add_bos=add_bos, engine=engine, on_progress=on_progress, race=race)

@@ -26,7 +26,8 @@ from layershear.surgery import drop_blocks
 
 LOG = logging.getLogger(__name__)
 
-#: on_progress(label, done, total): called after every forward batch.
+#: on_progress(label, done, total): called after every forward batch; ``done`` and ``total`` count
+#: batches of one candidate, so a stacked pass of C candidates (:mod:`layershear.stacking`) advances C.
 ProgressFn = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
@@ -456,7 +457,7 @@ class Scorer:
                 for i, b in enumerate(blocks):
                     out[i, list(batch.requests)] = lls[members[b].order]
                 if self.on_progress is not None:
-                    self.on_progress(label, done, len(todo))
+                    self.on_progress(label, done * len(blocks), len(todo) * len(blocks))
         out = sum_across(out, next(self.model.parameters()).device)
         return {b: out[i] for i, b in enumerate(blocks)}
 

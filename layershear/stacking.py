@@ -143,5 +143,10 @@ def stack_groups(candidates: Sequence[int], tokens_per_candidate: int, stack_tok
         return []
     per = max(1, stack_tokens // max(1, tokens_per_candidate))
     groups = min(n, max(min_groups, -(-n // per)))
-    size = -(-n // groups)
-    return [list(candidates[i:i + size]) for i in range(0, n, size)]
+    base, extra = divmod(n, groups)
+    out, start = [], 0
+    for g in range(groups):           # sizes differ by at most one, larger groups first
+        size = base + (g < extra)
+        out.append(list(candidates[start:start + size]))
+        start += size
+    return out

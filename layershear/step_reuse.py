@@ -116,7 +116,9 @@ class StepReuse:
         return (f"step reuse: room for {self.budget_bytes // self.block_bytes} stored block inputs "
                 f"({self.block_bytes / 2**30:.2f} GiB each, on {self.where}; budget "
                 f"{self.budget_bytes / 2**30:.2f} GiB); a candidate stores its input of up to {self.guesses} "
-                "of the best children so far, lowest candidates first")
+                "of the best children so far, lowest candidates first"
+                + (", and one that may be removed its inputs of the blocks after it" if self.prefix_states
+                   and self.keep == 1 else ""))
 
     def _free(self, key: Key) -> None:
         self.states.pop(key).states.pop(key[1], None)

@@ -1,0 +1,76 @@
+"""Candidate stacking (layershear.stacking): the candidates of a step share each forward pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import load
+from test_engine import CharTokenizer, _items
+from test_step_reuse import _steps
+
+from layershear.engine import Engine
+from layershear.scorer import Scorer
+from layershear.stacking import StackMember, _repeat, stack_groups, stacking
+from layershear.surgery import drop_blocks
+
+ONE_AT_A_TIME = Engine(step_reuse=False, stack_tokens=0)
+STACKED = Engine(step_reuse=False)
+
+
+@pytest.mark.parametrize("name", ["llama", "gpt2", "gpt_neox", "gemma2_old", "gemma3_text", "qwen2_swa", "phi3", "olmo2"])
+def test_stacked_candidates_equal_one_at_a_time(tiny_checkpoints, name):
+    model = load(tiny_checkpoints(name))
+    stacked = Scorer(model, CharTokenizer(), _items(9), batch_size=4, engine=STACKED)
+    single = Scorer(model, CharTokenizer(), _items(9), batch_size=4, engine=ONE_AT_A_TIME)
+    for parent in (frozenset(), frozenset({2}), frozenset({2, 5})):
+        blocks = [b for b in range(6) if b not in parent]
+        got, want = stacked.evaluate_children(parent, blocks), single.evaluate_children(parent, blocks)
+        for b in blocks:
+            torch.testing.assert_close(got[b].loglikelihoods, want[b].loglikelihoods, atol=1e-5, rtol=1e-6)
+            assert got[b].correct == want[b].correct
+    assert stacked.stats.stacked_runs == 6 + 5 + 4 and single.stats.stacked_runs == 0
+    assert stacked.stats.forward_passes < single.stats.forward_passes / 3
+    # the same block-tokens, less the one-block runs of each step's last candidate (run, then bypassed)
+    per_eval = sum(s.rows * s.width for s in single.batch_shapes)
+    assert single.stats.block_tokens - stacked.stats.block_tokens == 3 * per_eval
+
+
+def test_step_reuse_states_stored_inside_stacks(tiny_checkpoints):
+    model = load(tiny_checkpoints("llama"))
+    stacked = Scorer(model, CharTokenizer(), _items(9), batch_size=4)
+    assert stacked.engine.stack_tokens and stacked.step_reuse is not None
+    stacked.cache_plan = stacked.cache_plan.__class__("device", 1, 0, 0, 1 << 30)
+    stacked.step_reuse.budget_bytes = 1 << 30
+    single = Scorer(model, CharTokenizer(), _items(9), batch_size=4, engine=ONE_AT_A_TIME)
+    for (parent, got), (_, want) in zip(_steps(stacked), _steps(single)):
+        for b, ev in got.items():
+            torch.testing.assert_close(ev.loglikelihoods, want[b].loglikelihoods, atol=1e-5, rtol=1e-6)
+    assert stacked.stats.stacked_runs > 0 and stacked.stats.reused_runs > 0
+    assert stacked.stats.block_tokens < single.stats.block_tokens
+
+
+def test_groups_are_consecutive_and_bounded_by_tokens():
+    order = [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]
+    assert stack_groups(order, 100, 1000) == [order]
+    assert stack_groups(order, 100, 400) == [[9, 8, 7, 6], [5, 4, 3], [2, 1, 0]]    # 3 groups of <= 4, balanced
+    assert stack_groups(order, 100, 1000, min_groups=2) == [[9, 8, 7, 6, 5], [4, 3, 2, 1, 0]]
+    assert stack_groups(order, 5000, 1000) == [[b] for b in order]                  # a candidate alone is too big
+    assert stack_groups([3], 100, 1000, min_groups=2) == [[3]] and stack_groups([], 1, 1) == []
+
+
+def test_only_batch_major_tensors_are_repeated():
+    mask, cos, positions = torch.zeros(2, 1, 5, 5), torch.ones(2, 5, 4), torch.arange(5)
+    memo: dict = {}
+    out = _repeat({"attention_mask": mask, "position_embeddings": (cos, cos), "cache_position": positions,
+                   "use_cache": False}, rows=2, copies=3, memo=memo)
+    assert out["attention_mask"].shape == (6, 1, 5, 5) and out["position_embeddings"][0].shape == (6, 5, 4)
+    assert out["position_embeddings"][0] is out["position_embeddings"][1]     # repeated once, then memoised
+    assert out["cache_position"] is positions and out["use_cache"] is False
+
+
+def test_a_stack_needs_a_member_at_the_first_block(tiny_checkpoints):
+    model = load(tiny_checkpoints("llama"))
+    member = StackMember(3, lambda batch: torch.zeros(1, 4, 8))
+    with drop_blocks(model, {0, 1}), pytest.raises(ValueError, match="first kept block"):
+        with stacking(model, [2, 3, 4, 5], [member]):
+            pass
