@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import load
 from test_engine import CharTokenizer, _items
-from test_step_reuse import _steps
+from test_step_reuse import _plan, _steps
 
 from layershear.engine import Engine
 from layershear.scorer import Scorer
@@ -37,12 +37,10 @@ def test_stacked_candidates_equal_one_at_a_time(tiny_checkpoints, name):
 
 def test_step_reuse_states_stored_inside_stacks(tiny_checkpoints):
     model = load(tiny_checkpoints("llama"))
-    stacked = Scorer(model, CharTokenizer(), _items(9), batch_size=4)
+    stacked = Scorer(model, CharTokenizer(), _items(9), batch_size=4, cache_plan=_plan())   # the default engine
     assert stacked.engine.stack_tokens and stacked.step_reuse is not None
-    stacked.cache_plan = stacked.cache_plan.__class__("device", 1, 0, 0, 1 << 30)
-    stacked.step_reuse.budget_bytes = 1 << 30
     single = Scorer(model, CharTokenizer(), _items(9), batch_size=4, engine=ONE_AT_A_TIME)
-    for (parent, got), (_, want) in zip(_steps(stacked), _steps(single)):
+    for (_, got), (_, want) in zip(_steps(stacked), _steps(single)):
         for b, ev in got.items():
             torch.testing.assert_close(ev.loglikelihoods, want[b].loglikelihoods, atol=1e-5, rtol=1e-6)
     assert stacked.stats.stacked_runs > 0 and stacked.stats.reused_runs > 0
