@@ -53,3 +53,13 @@ def sum_across(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     work = tensor.to(device)
     dist.all_reduce(work, op=dist.ReduceOp.SUM)
     return work.cpu()
+
+
+def min_across(values: tuple[int, ...], device: torch.device) -> tuple[int, ...]:
+    """Element-wise minimum of integer ``values`` over processes (``values`` itself for one process):
+    decisions that change which collective calls follow (a pass skipped, a cache plan) must agree."""
+    if world()[1] == 1:
+        return tuple(values)
+    work = torch.tensor(values, dtype=torch.int64, device=device)
+    dist.all_reduce(work, op=dist.ReduceOp.MIN)
+    return tuple(int(v) for v in work.cpu())

@@ -26,9 +26,10 @@ class Engine:
     store their hidden state entering the blocks likely to be removed next, and a later step's
     candidate before the removed block starts after it from that state (see
     :mod:`layershear.step_reuse`).
-    ``stack_tokens`` (with ``skip_prefix`` and a packed layout, not with racing): the candidates of a
-    step share each forward pass, stacked along the batch dimension, up to about this many tokens
-    per pass (0 = one candidate per pass; see :mod:`layershear.stacking`).
+    ``stack_tokens`` (with ``skip_prefix``, a packed layout and every block input cached, not in
+    racing's slices): the candidates of a step share each forward pass, stacked along the batch
+    dimension, up to about this many tokens per pass (0 = one candidate per pass; with checkpointed
+    caches candidates run one at a time; see :mod:`layershear.stacking`).
     """
 
     scored_head: bool = True

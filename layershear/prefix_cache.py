@@ -82,14 +82,19 @@ def plan_cache(block_bytes: int, num_blocks: int, device: torch.device, *, fract
         num_blocks: blocks of the model.
         device: the model's device.
         fraction: share of free memory the cache may use (the rest is for activations).
-        free: (device, host) free bytes; measured with :func:`free_memory` when None.
+        free: (device, host) free bytes; measured with :func:`free_memory` when None (under
+            torch.distributed, the least over processes).
 
     Returns:
         The first plan that fits of: all inputs on the device; all in pinned host memory (CUDA);
         every k-th input on the device, then on the host, for k = 2, 3, ... N. When nothing fits,
         checkpoints only at the first block (every = N) on the device.
     """
-    dev_free, host_free = free if free is not None else free_memory(device)
+    if free is None:     # every process must take the same plan (the same passes follow from it)
+        from layershear.distributed import min_across
+
+        free = min_across(free_memory(device), device)
+    dev_free, host_free = free
     full = block_bytes * num_blocks
     options = [("device", 1)] + ([("host", 1)] if device.type == "cuda" else [])
     for k in range(2, num_blocks + 1):

@@ -12,7 +12,7 @@ import torch
 
 from layershear.arch import decoder_blocks
 from layershear.benchmarks import MCItem, get_task, random_accuracy
-from layershear.distributed import my_share, sum_across
+from layershear.distributed import min_across, my_share, sum_across
 from layershear.engine import ENGINES, ROW_TOKENS, BatchShape, Engine, EngineStats, FlopModel, batch_shape
 from layershear.errors import ScoringError
 from layershear.loglik import batch_loglikelihoods, check_lengths, default_max_length, encode_requests, length_sorted_batches
@@ -264,15 +264,16 @@ class Scorer:
         return sum(r.num_tokens for r in self.requests)
 
     def loglikelihoods(self, drop: Iterable[int] = (), *, label: str = "", hook=None,
-                       caches: Sequence[BlockInputs] = (), only: Sequence[int] | None = None) -> torch.Tensor:
+                       caches: Sequence[BlockInputs] = (), only: Sequence[int] | None = None,
+                       reduce: bool = True) -> torch.Tensor:
         """Per-request log-likelihoods (float64 ``[num_requests]``) with ``drop`` removed.
 
         ``hook`` is a context manager factory ``hook(model)`` entered inside ``drop_blocks`` (used to
         capture or inject block inputs); ``cache.batch`` of each of ``caches`` is set to the index of
         each batch before it runs. ``only`` runs just those batch indices (racing); other entries are
         0. Under torch.distributed each process runs its share of the batches
-        (:mod:`layershear.distributed`) and the results are summed across processes; ``stats``
-        count this process's share.
+        (:mod:`layershear.distributed`) and the results are summed across processes (not with
+        ``reduce=False``: the caller sums); ``stats`` count this process's share.
         """
         drop = frozenset(drop)
         todo = my_share(list(range(len(self.batches))) if only is None else list(only))
@@ -293,7 +294,7 @@ class Scorer:
                                                       full_logits=full_logits)
                 if self.on_progress is not None:
                     self.on_progress(label, done, len(todo))
-        return sum_across(out, next(self.model.parameters()).device)
+        return sum_across(out, next(self.model.parameters()).device) if reduce else out
 
     def evaluate(self, drop: Iterable[int] = ()) -> Evaluation:
         """Acc(f_-drop, D): calibration accuracy with the blocks in ``drop`` removed (memoised)."""
@@ -380,21 +381,23 @@ class Scorer:
         for group in self._groups(parent, order):
             planned = {b: self._plan_child(cache, parent, b) for b in group}
             members = {b: m for b, (run, stored, m) in planned.items() if m is not None}
-            if len(members) > 1 and any(m.first is not None for m in members.values()):
-                lls = self._stacked(parent, members)
-            else:
-                lls = {}
+            lls = {}
+            if len(group) > 1 and any(m.first is not None for m in members.values()):
+                lls = self._stacked(parent, {b: m for b, m in members.items()})
             for b, (run, stored, _) in planned.items():
-                drop = parent | {b}
                 if b not in lls:
                     if stored is not None:
                         run = run.capturing([k for k in range(self.num_blocks) if k not in run.skipped and not run.bypass],
                                             stored)
-                    lls[b] = self.loglikelihoods(run.skipped, label=f"without {sorted(drop)}", caches=run.caches,
-                                                 hook=run.hook)
-                self._store(drop, lls[b])
+                    lls[b] = self.loglikelihoods(run.skipped, label=f"without {sorted(parent | {b})}", caches=run.caches,
+                                                 hook=run.hook, reduce=False)
+            # one sum over processes per group, whatever each process ran locally
+            summed = sum_across(torch.stack([lls[b] for b in group]), next(self.model.parameters()).device)
+            for b, row in zip(group, summed):
+                drop = parent | {b}
+                self._store(drop, row)
                 if reuse:
-                    reuse.record(b, self._cache[drop], stored)
+                    reuse.record(b, self._cache[drop], planned[b][1])
             self.stats.cache_bytes = max(self.stats.cache_bytes, cache.nbytes + (reuse.nbytes if reuse else 0))
 
     def _groups(self, parent: frozenset[int], order: list[int]) -> list[list[int]]:
@@ -434,7 +437,8 @@ class Scorer:
 
     def _stacked(self, parent: frozenset[int], members: dict[int, StackMember]) -> dict[int, torch.Tensor]:
         """Per-request log-likelihoods of the candidates ``members`` (block -> member), run together
-        in stacked passes (:mod:`layershear.stacking`)."""
+        in stacked passes (:mod:`layershear.stacking`); this process's share of the batches, not
+        summed across processes."""
         start = min(m.first for m in members.values() if m.first is not None)
         kept = [k for k in range(self.num_blocks) if k not in parent and k >= start]
         todo = my_share(list(range(len(self.batches))))
@@ -458,7 +462,6 @@ class Scorer:
                     out[i, list(batch.requests)] = lls[members[b].order]
                 if self.on_progress is not None:
                     self.on_progress(label, done * len(blocks), len(todo) * len(blocks))
-        out = sum_across(out, next(self.model.parameters()).device)
         return {b: out[i] for i, b in enumerate(blocks)}
 
     def _race_children(self, parent: frozenset[int], missing: list[int]) -> None:
@@ -505,7 +508,8 @@ class Scorer:
             new.states = {k: old.states[k] for k in store if k < b}     # same checkpoints before b
             after = {k for k in store if k > b}
             taken = self.step_reuse.take_prefix(parent, after) if self.step_reuse else {}
-            if set(taken) == after and parent in self._cache:
+            device = next(self.model.parameters()).device
+            if min_across((int(set(taken) == after and parent in self._cache),), device)[0]:   # all processes
                 # b was the last block, or its run stored the states after it (step reuse): no pass
                 new.states.update(taken)
                 self.stats.reused_prefixes += bool(after)

@@ -46,15 +46,15 @@ class StackMember:
 
 def _repeat(value, rows: int, copies: int, memo: dict):
     """``value`` with every batch-major tensor (leading dim ``rows``, 2-D or more) repeated ``copies``
-    times along dim 0; tuples, lists and dicts are walked. ``memo`` avoids repeating the same tensor
-    again for each block."""
+    times along dim 0; tuples, lists and dicts are walked. ``memo`` keeps the latest repeat of each
+    tensor, so blocks with the same stack share it."""
     if isinstance(value, torch.Tensor):
         if copies == 1 or value.ndim < 2 or value.shape[0] != rows:
             return value
-        key = (id(value), copies)
-        if key not in memo:
-            memo[key] = (value, value.repeat(copies, *([1] * (value.ndim - 1))))   # holds value: ids stay unique
-        return memo[key][1]
+        held = memo.get(id(value))
+        if held is None or held[1] != copies:   # the stack only grows: an older repeat is not needed again
+            held = memo[id(value)] = (value, copies, value.repeat(copies, *([1] * (value.ndim - 1))))  # holds value
+        return held[2]
     if isinstance(value, tuple | list):
         return type(value)(_repeat(v, rows, copies, memo) for v in value)
     if isinstance(value, dict):

@@ -30,7 +30,8 @@ Memory: each stored state is one block input over the calibration set (``block_b
 kept while they fit in the budget that the cache plan leaves unused. Lower candidates come first,
 since they skip the most blocks. A state is freed once no later model can match it, that is once
 every current parent lacks a block below k that the state's model had, or is the state's own
-model below k. With a beam this is checked against the previous depth's parents, one depth late.
+model below k (then only after the parent's prefix cache has taken it, see ``prefix_states``).
+With a beam this is checked against the previous depth's parents, one depth late.
 A candidate whose stored state would not save blocks runs from the prefix cache as before. The
 numbers are the same either way: the same blocks run on the same batches.
 """
@@ -74,10 +75,12 @@ class StepReuse:
             only if a kept block lies between the candidate and the state's block).
         keep: children per parent that the search expands next (its beam width).
         extra_guesses: best children so far whose input is stored, beyond ``keep``.
-        prefix_states: in greedy search (``keep`` = 1), a candidate that may be removed this step
-            (in the first step any, later one of the best ``keep + extra_guesses`` of the previous
-            parent's ranking) also stores its inputs of the blocks after it: if it is removed they
-            are the next step's prefix cache (:meth:`take_prefix`), which then needs no pass.
+        prefix_states: in greedy search (``keep`` = 1), a storing candidate (see ``_eligible``:
+            the lowest ones that fit the budget) that may be removed this step (in the first step
+            any, later one of the best ``keep + extra_guesses`` of the previous parent's ranking)
+            also stores its inputs of the blocks after it, all or none, after its guesses: if it is
+            removed they are the next step's prefix cache (:meth:`take_prefix`), which then needs
+            no pass.
 
     ``until_depth``: states are stored by the runs of children at depths below it (the search sets
     it to the number of blocks it removes; 0, the default, stores nothing: a single scoring pass
@@ -128,6 +131,7 @@ class StepReuse:
         scored before); returns the candidates in run order (last block first). Frees the states no
         later model can match."""
         depth = len(parent)
+        self._reserved = 0
         self._parents_at.setdefault(depth, set()).add(parent)
         judges = [parent] if self.keep == 1 else self._parents_at.get(depth - 1, ())
         if judges:      # a state of the parent's own model may still serve its prefix (take_prefix)
@@ -152,6 +156,8 @@ class StepReuse:
         block that the previous step removed computed them, so the parent's prefix cache
         (:mod:`layershear.prefix_cache`) needs no pass for those blocks."""
         out = {}
+        if not self.prefix_states or self.keep != 1:    # a beam sibling may still use them
+            return out
         for k in blocks:
             key = state_key(parent, k)
             if key in self.states:
@@ -181,10 +187,12 @@ class StepReuse:
         kept = [x for x in range(num_blocks) if x not in drop]
         useful = sorted(k for k in best if k > block and k in capturable and state_key(drop, k) not in self.states
                         and (self.every > 1 or any(block < x < k for x in kept)))
-        if self.prefix_states and self.keep == 1 and (not self._prior or block in best):    # it may be removed: its states are the next prefix
-            useful = sorted(set(useful) | {k for k in capturable if k > block and k in self._checkpoints(kept)
-                                           and state_key(drop, k) not in self.states})
         useful = useful[: self._room()]
+        if self.prefix_states and self.keep == 1 and (not self._prior or block in best):    # it may be removed:
+            own = {k for k in capturable if k > block and k in self._checkpoints(kept)}    # the next prefix cache
+            if own and not any(state_key(drop, k) in self.states for k in own) and len(own - set(useful)) <= \
+                    self._room() - len(useful):       # all of them or none: a partial prefix saves no pass
+                useful = sorted(set(useful) | own)
         self._reserved += len(useful)
         return useful
 
