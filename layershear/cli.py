@@ -87,8 +87,8 @@ def _calib_options(f):
                      help="Accuracy per task: auto = acc_norm where lm-eval reports it, else acc.")(f)
     f = click.option("--engine", type=click.Choice(["fast", "reference"]), default="fast", show_default=True,
                      help="fast: shared prefixes in packed rows, LM head on scored positions, cached-prefix block "
-                          "skipping and step reuse; reference: full forward of every candidate (lm-eval's "
-                          "computation). Same answers.")(f)
+                          "skipping, step reuse and candidates stacked in shared passes; reference: full forward "
+                          "of every candidate (lm-eval's computation). Same answers.")(f)
     return f
 
 
