@@ -78,7 +78,8 @@ def plan_cache(block_bytes: int, num_blocks: int, device: torch.device, *, fract
     """Choose where and how densely to cache block inputs, by measured free memory.
 
     Args:
-        block_bytes: bytes of one block's input over the whole calibration set (tokens x hidden x dtype).
+        block_bytes: bytes of one block's input over the calibration batches one process runs (tokens x
+            hidden x dtype; the whole calibration set for a single process).
         num_blocks: blocks of the model.
         device: the model's device.
         fraction: share of free memory the cache may use (the rest is for activations).

@@ -205,7 +205,11 @@ class Scorer:
         self.step_reuse: StepReuse | None = None    # GreedyPruner sets its ``keep`` and ``until_depth``
         if self.engine.skip_prefix:
             embeddings = model.get_input_embeddings().weight
-            block_bytes = sum(s.rows * s.width for s in self._shapes) * embeddings.shape[1] * embeddings.element_size()
+            # one block's input over this process's share of the batches (all of them for one process),
+            # the largest share over processes so that every process plans alike
+            mine = sum(self._shapes[j].rows * self._shapes[j].width for j in my_share(list(range(len(self.batches)))))
+            block_bytes = mine * embeddings.shape[1] * embeddings.element_size()
+            block_bytes = -min_across((-block_bytes,), embeddings.device)[0] if cache_plan is None else block_bytes
             self.cache_plan = cache_plan or plan_cache(block_bytes, self.num_blocks, embeddings.device)
             if self.engine.step_reuse and race is None:
                 self.step_reuse = StepReuse(block_bytes=block_bytes, where=self.cache_plan.where,
