@@ -387,12 +387,9 @@ class Scorer:
             members = {b: m for b, (run, stored, m) in planned.items() if m is not None}
             lls = {}
             if len(group) > 1 and any(m.first is not None for m in members.values()):
-                lls = self._stacked(parent, {b: m for b, m in members.items()})
-            for b, (run, stored, _) in planned.items():
+                lls = self._stacked(parent, members)
+            for b, (run, _, _) in planned.items():
                 if b not in lls:
-                    if stored is not None:
-                        run = run.capturing([k for k in range(self.num_blocks) if k not in run.skipped and not run.bypass],
-                                            stored)
                     lls[b] = self.loglikelihoods(run.skipped, label=f"without {sorted(parent | {b})}", caches=run.caches,
                                                  hook=run.hook, reduce=False)
             # one sum over processes per group, whatever each process ran locally
@@ -416,9 +413,10 @@ class Scorer:
 
     def _plan_child(self, cache: BlockInputs, parent: frozenset[int], b: int) -> tuple[_Run, BlockInputs | None,
                                                                                          StackMember | None]:
-        """How to run candidate ``b``: its run (from the prefix cache or a state stored by step reuse),
-        where its run stores states for step reuse (None: nowhere), and its member in a stacked pass
-        (None: it cannot share one, e.g. it recomputes blocks from a checkpoint)."""
+        """How to run candidate ``b``: its run on its own (from the prefix cache or a state stored by
+        step reuse, storing the states step reuse asks for), where those states go (None: nowhere),
+        and its member in a stacked pass, which stores them itself (None: it cannot share one, e.g.
+        it recomputes blocks from a checkpoint)."""
         drop, reuse = parent | {b}, self.step_reuse
         run = self._child_run(cache, parent, b)
         found = reuse.lookup(drop, after=b) if reuse else None
@@ -433,6 +431,8 @@ class Scorer:
             if targets:
                 stored = BlockInputs(drop, where=self.cache_plan.where, stored=targets)
         member = None
+        if stored is not None:
+            run = run.capturing(ran, stored)
         if run.source is not None and (run.bypass or ran == [k for k in range(ran[0], self.num_blocks) if k not in parent]):
             inputs, k = run.source
             member = StackMember(None if run.bypass else ran[0], lambda j, inputs=inputs, k=k: inputs.states[k][j],
