@@ -29,7 +29,9 @@ class Engine:
     ``stack_tokens`` (with ``skip_prefix``, a packed layout and every block input cached, not in
     racing's slices): the candidates of a step share each forward pass, stacked along the batch
     dimension, up to about this many tokens per pass (0 = one candidate per pass; with checkpointed
-    caches candidates run one at a time; see :mod:`layershear.stacking`).
+    caches candidates run one at a time; see :mod:`layershear.stacking`). ``fused_kernels``: RMSNorm
+    in one ``F.rms_norm`` kernel and rotary embeddings in three kernels instead of Hugging Face's
+    eager element-wise steps, where checked equal (see :mod:`layershear.fused`).
     """
 
     scored_head: bool = True
@@ -39,6 +41,7 @@ class Engine:
     row_tokens: int | None = None   # None: the width in ROW_TOKENS with the fewest counted FLOPs; 0: a row per tree
     step_reuse: bool = True
     stack_tokens: int = 16384
+    fused_kernels: bool = True
 
     @property
     def packed(self) -> bool:
@@ -51,7 +54,7 @@ class Engine:
 ENGINES: dict[str, Engine] = {
     "fast": Engine(),
     "reference": Engine(scored_head=False, skip_prefix=False, share_context=False, pack=False, step_reuse=False,
-                        stack_tokens=0),
+                        stack_tokens=0, fused_kernels=False),
 }
 
 

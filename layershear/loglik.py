@@ -126,6 +126,29 @@ def _gather_before_head(model, rows: torch.Tensor, cols: torch.Tensor) -> Iterat
         handle.remove()
 
 
+def target_logprobs(logits: torch.Tensor, targets: torch.Tensor, *, chunk_elements: int = 1 << 26) -> torch.Tensor:
+    """log softmax(logits)[k, targets[k]] = logits[k, t] - logsumexp(logits[k]), computed in fp32.
+
+    Rows are taken ``chunk_elements // vocab`` at a time, so at most ``chunk_elements`` fp32 values
+    (256 MiB by default) exist besides ``logits`` (lm-eval's full fp32 log-softmax over ``[P, vocab]``
+    would hold two more copies of the logits).
+
+    Args:
+        logits: ``[P, vocab]`` LM-head output, any float dtype.
+        targets: ``[P]`` int64 token ids.
+
+    Returns:
+        float32 ``[P]`` log-probabilities (natural-log units), on ``logits.device``.
+    """
+    rows = max(1, chunk_elements // max(1, logits.shape[-1]))
+    out = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
+    for start in range(0, logits.shape[0], rows):
+        part = logits[start:start + rows].float()
+        picked = part.gather(1, targets[start:start + rows, None])[:, 0]
+        out[start:start + rows] = picked - torch.logsumexp(part, dim=-1)
+    return out
+
+
 def score_positions(model, input_ids: torch.Tensor, *, rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor,
                     owners: torch.Tensor, num_out: int, full_logits: bool = False, copies: int = 1,
                     **forward_kwargs) -> torch.Tensor:
@@ -157,7 +180,7 @@ def score_positions(model, input_ids: torch.Tensor, *, rows: torch.Tensor, cols:
         logits = model(input_ids=input_ids, logits_to_keep=torch.arange(first, last, device=device),
                        use_cache=False, **forward_kwargs).logits
     picked = logits[rows, cols] if full_logits else logits[0]
-    scores = torch.log_softmax(picked.float(), dim=-1).gather(1, targets[:, None])[:, 0].double()
+    scores = target_logprobs(picked, targets).double()
     out = torch.zeros(num_out * copies, dtype=torch.float64, device=device).index_add_(0, owners, scores).cpu()
     return out.view(copies, num_out) if copies > 1 else out
 

@@ -15,6 +15,7 @@ from layershear.benchmarks import MCItem, get_task, random_accuracy
 from layershear.distributed import min_across, my_share, sum_across
 from layershear.engine import ENGINES, ROW_TOKENS, BatchShape, Engine, EngineStats, FlopModel, batch_shape
 from layershear.errors import ScoringError
+from layershear.fused import Fusion, fused_kernels
 from layershear.loglik import batch_loglikelihoods, check_lengths, default_max_length, encode_requests, length_sorted_batches
 from layershear.metrics import above_random, correct, item_scores, relevance, relevance_or_none
 from layershear.packing import PackedBatch, pack_requests, packable, packed_loglikelihoods
@@ -181,6 +182,7 @@ class Scorer:
         check_lengths(self.requests, self.max_length)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.num_blocks = len(decoder_blocks(model))
+        self.fusion = Fusion.of(model) if self.engine.fused_kernels else Fusion()
         self.packed = self.engine.packed and packable(model)
         self.row_tokens: int | None = None     # packed row width in use
         if self.engine.packed and not self.packed:
@@ -284,7 +286,8 @@ class Scorer:
         self.stats.count([self._shapes[j] for j in todo], blocks_run=self.num_blocks - len(drop))
         out = torch.zeros(len(self.requests), dtype=torch.float64)
         full_logits = not self.engine.scored_head
-        with drop_blocks(self.model, drop), (hook(self.model) if hook else contextlib.nullcontext()):
+        with (drop_blocks(self.model, drop), fused_kernels(self.fusion),
+              (hook(self.model) if hook else contextlib.nullcontext())):
             for done, j in enumerate(todo, 1):
                 batch = self.batches[j]
                 for cache in caches:
@@ -456,7 +459,8 @@ class Scorer:
         out = torch.zeros(len(blocks), len(self.requests), dtype=torch.float64)
         label = f"without {sorted(parent)} and one of {min(blocks)}..{max(blocks)} ({len(blocks)} stacked)"
         skipped = frozenset(range(self.num_blocks)) - set(kept)
-        with drop_blocks(self.model, skipped), stacking(self.model, kept, list(members.values())) as stack:
+        with (drop_blocks(self.model, skipped), fused_kernels(self.fusion),
+              stacking(self.model, kept, list(members.values())) as stack):
             for done, j in enumerate(todo, 1):
                 stack.reset(j)
                 batch = self.batches[j]

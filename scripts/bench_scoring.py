@@ -54,15 +54,18 @@ from layershear.recipe import load_calibration
 from layershear.scorer import Scorer
 from layershear.search import GreedyPruner, num_blocks_to_drop
 
-_OFF = Engine(scored_head=False, skip_prefix=False, share_context=False, pack=False, step_reuse=False)
+_OFF = Engine(scored_head=False, skip_prefix=False, share_context=False, pack=False, step_reuse=False,
+              fused_kernels=False)
 CONFIGS = {
     "reference": _OFF,
     "+scored-head": dataclasses.replace(_OFF, scored_head=True),
     "+prefix-skip": dataclasses.replace(_OFF, skip_prefix=True),
     "+shared-context": dataclasses.replace(_OFF, share_context=True),
     "+packing": dataclasses.replace(_OFF, pack=True),   # several requests per row, no shared prefixes
+    "+fused": dataclasses.replace(_OFF, fused_kernels=True),   # RMSNorm and rotary in fewer kernels (layershear.fused)
     "fast-no-reuse": Engine(step_reuse=False),   # fast without layershear.step_reuse
     "fast-no-stack": Engine(stack_tokens=0),     # fast with one candidate per pass (no layershear.stacking)
+    "fast-no-fuse": Engine(fused_kernels=False),   # fast with Hugging Face's eager RMSNorm and rotary
     "fast": Engine(),
     "fast+race": Engine(),   # with --race-delta / --race-slices (layershear.racing)
     "fast+compile": Engine(),  # decoder blocks' parts compiled (layershear.compile), compile time included;
@@ -137,19 +140,57 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, n: int = 8192, reps: i
     return 2 * n**3 * reps / (time.perf_counter() - start)
 
 
+# kernel / op name fragments -> category, first match wins (CUDA kernel names, else aten op names on CPU)
+_CATEGORIES = (
+    ("matmul", ("gemm", "nvjet", "cutlass", "xmma", "cublas", "aten::mm", "aten::addmm", "aten::bmm")),
+    ("attention", ("fmha", "flash", "attention", "sdpa")),
+    ("norm", ("rms_norm", "layer_norm")),
+    ("softmax / logsumexp", ("softmax", "logsumexp")),
+    ("copy / cat / index", ("copy", "cat", "memcpy", "memset", "index", "gather", "roll")),
+    ("element-wise", ("elementwise", "vectorized", "reduce", "aten::mul", "aten::add", "aten::pow", "aten::mean",
+                      "aten::rsqrt", "aten::silu", "aten::neg", "aten::sub", "aten::div")),
+)
+
+
+def kernel_categories(events, device_kernels: bool) -> dict[str, float]:
+    """Self time (microseconds) per category of ``torch.profiler`` ``key_averages()`` rows: device
+    kernels on CUDA (rows with device time and no CPU time), aten ops on CPU."""
+    out: dict[str, float] = {}
+    for e in events:
+        us = e.self_device_time_total if device_kernels else e.self_cpu_time_total
+        if us <= 0 or (device_kernels and e.self_cpu_time_total > 0) or (not device_kernels and not e.key.startswith("aten::")):
+            continue
+        name = e.key.lower()
+        cat = next((c for c, frags in _CATEGORIES if any(f in name for f in frags)), "other")
+        out[cat] = out.get(cat, 0.0) + us
+    return out
+
+
 def profile(scorer: Scorer, blocks: list[int], rows: int = 20) -> str:
-    """Kernel-time table (torch.profiler) of one fresh evaluation of the candidates ``blocks``."""
+    """Kernel-time table (torch.profiler) of one fresh evaluation of the candidates ``blocks``, then
+    the share of kernel time per category (matmul, attention, norm, element-wise, ...) and the
+    kernel time against the wall time of the profiled evaluation (the rest: GPU idle)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    cuda = torch.cuda.is_available()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     scorer.evaluate(())                         # the parent's block inputs, outside the profile
     with torch_profile(activities=activities) as prof:
+        start = time.perf_counter()
         scorer.evaluate_children((), blocks)
-        if torch.cuda.is_available():
+        if cuda:
             torch.cuda.synchronize()
-    key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
-    return prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=60)
+        wall_us = (time.perf_counter() - start) * 1e6
+    events = prof.key_averages()
+    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    lines = [events.table(sort_by=key, row_limit=rows, max_name_column_width=60)]
+    cats = kernel_categories(events, device_kernels=cuda)
+    total = sum(cats.values())
+    lines.append(f"{'kernel' if cuda else 'aten op'} time by category ({total / 1e3:,.1f} ms; "
+                 f"wall {wall_us / 1e3:,.1f} ms, so {'busy' if cuda else 'in ops'} {total / wall_us:.0%}):")
+    lines += [f"  {c:<22} {us / total:6.1%}" for c, us in sorted(cats.items(), key=lambda kv: -kv[1])]
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> list[dict]:

@@ -89,7 +89,8 @@ def test_both_engines_prune_the_same_blocks(tiny_lm_dir, data_dirs, tmp_path):
         assert [c["relevance"] for c in a["candidates"]] == pytest.approx([c["relevance"] for c in b["candidates"]])
     assert fast["cost"]["block_tokens"] < ref["cost"]["block_tokens"]
     assert ref["cost"]["engine"] == {"scored_head": False, "skip_prefix": False, "share_context": False, "pack": False,
-                                     "row_tokens": None, "step_reuse": False, "stack_tokens": 0}
+                                     "row_tokens": None, "step_reuse": False, "stack_tokens": 0,
+                                     "fused_kernels": False}
     assert ref["cost"]["step_reuse"] is None and fast["cost"]["step_reuse"]["guesses"] == 3
 
 
