@@ -127,11 +127,12 @@ def _gather_before_head(model, rows: torch.Tensor, cols: torch.Tensor) -> Iterat
 
 
 def target_logprobs(logits: torch.Tensor, targets: torch.Tensor, *, chunk_elements: int = 1 << 26) -> torch.Tensor:
-    """log softmax(logits)[k, targets[k]] = logits[k, t] - logsumexp(logits[k]), computed in fp32.
+    """``log_softmax(logits.float())[k, targets[k]]`` (lm-eval's score of one token), in row chunks.
 
-    Rows are taken ``chunk_elements // vocab`` at a time, so at most ``chunk_elements`` fp32 values
-    (256 MiB by default) exist besides ``logits`` (lm-eval's full fp32 log-softmax over ``[P, vocab]``
-    would hold two more copies of the logits).
+    Rows are taken ``chunk_elements // vocab`` at a time, so at most about ``chunk_elements`` fp32
+    values of each of the upcast logits and their log-softmax (256 MiB by default) exist besides
+    ``logits``, where one fp32 log-softmax over all ``[P, vocab]`` would hold two more copies of the
+    logits. The log-softmax is row-wise, so the result is the unchunked one exactly.
 
     Args:
         logits: ``[P, vocab]`` LM-head output, any float dtype.
@@ -143,9 +144,8 @@ def target_logprobs(logits: torch.Tensor, targets: torch.Tensor, *, chunk_elemen
     rows = max(1, chunk_elements // max(1, logits.shape[-1]))
     out = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
     for start in range(0, logits.shape[0], rows):
-        part = logits[start:start + rows].float()
-        picked = part.gather(1, targets[start:start + rows, None])[:, 0]
-        out[start:start + rows] = picked - torch.logsumexp(part, dim=-1)
+        part = torch.log_softmax(logits[start:start + rows].float(), dim=-1)
+        out[start:start + rows] = part.gather(1, targets[start:start + rows, None])[:, 0]
     return out
 
 

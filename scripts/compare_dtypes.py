@@ -8,7 +8,10 @@ Spearman correlation of the two relevance vectors, the largest |Δ relevance|, a
 pairs that bf16 orders against fp32 although their fp32 relevances differ by more than
 ``--tie-docs`` documents' worth. One document flipping changes a relevance by
 1 / (N x (Acc(f) - r)) (paper's AccBasedRelevance, N calibration documents), so closer pairs tie
-within noise.
+within noise. It also counts the reversed pairs whose fp32 accuracies differ significantly on the
+calibration set: McNemar's exact test (two-sided binomial sign test on the documents that one
+candidate gets right and the other wrong, p < ``--alpha``), the usual test for two classifiers
+scored on the same documents; a pair that fails it is a tie within the calibration set's noise.
 
 Example (GPU; with --random-shape the golds are rigged as in bench_scoring.py, in fp32):
     python scripts/compare_dtypes.py --model .gpu/tok --random-shape llama3-8b --ratio 0.25 \\
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 
 import torch
@@ -43,15 +47,32 @@ def _spearman(a: list[float], b: list[float]) -> float:
     return float((ra * rb).sum()) / denom if denom else 1.0
 
 
-def compare_step(fp32: dict[int, float], bf16: dict[int, float], noise: float, tie_docs: float) -> dict:
-    """Per-step comparison of two ``block -> relevance`` maps (same candidates); the picks (ties broken
-    by the gold probability, as the search does) are added by the caller."""
+def mcnemar_p(right_a: tuple[bool, ...], right_b: tuple[bool, ...]) -> float:
+    """Two-sided exact McNemar p-value: are candidates a and b equally accurate on these documents?
+    Binomial(n, 1/2) sign test on the n documents exactly one of them gets right."""
+    only_a = sum(x and not y for x, y in zip(right_a, right_b))
+    n = only_a + sum(y and not x for x, y in zip(right_a, right_b))
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(max(only_a, n - only_a), n + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def compare_step(fp32: dict[int, float], bf16: dict[int, float], noise: float, tie_docs: float,
+                 correct: dict[int, tuple[bool, ...]] | None = None, alpha: float = 0.05) -> dict:
+    """Per-step comparison of two ``block -> relevance`` maps (same candidates); ``correct``: each
+    candidate's per-document correctness in fp32, for the McNemar test. The picks (ties broken by the
+    gold probability, as the search does) are added by the caller."""
     blocks = sorted(fp32)
-    swapped = [(a, b) for a in blocks for b in blocks
-               if fp32[a] < fp32[b] - tie_docs * noise and bf16[a] > bf16[b]]
-    return {"spearman": _spearman([fp32[b] for b in blocks], [bf16[b] for b in blocks]),
-            "max_abs_diff": max(abs(fp32[b] - bf16[b]) for b in blocks), "noise": noise,
-            "swapped_outside_ties": swapped}
+    reversed_pairs = [(a, b) for a in blocks for b in blocks if fp32[a] < fp32[b] and bf16[a] > bf16[b]]
+    out = {"spearman": _spearman([fp32[b] for b in blocks], [bf16[b] for b in blocks]),
+           "max_abs_diff": max(abs(fp32[b] - bf16[b]) for b in blocks), "noise": noise,
+           "reversed_pairs": len(reversed_pairs),
+           "swapped_outside_ties": [(a, b) for a, b in reversed_pairs if fp32[a] < fp32[b] - tie_docs * noise]}
+    if correct is not None:
+        out["swapped_significant"] = [(a, b, p) for a, b in reversed_pairs
+                                      if (p := mcnemar_p(correct[a], correct[b])) < alpha]
+    return out
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -62,7 +83,8 @@ def run(args: argparse.Namespace) -> dict:
         items = _rig_golds(model, tokenizer, items, args.batch_size)
     num_drop = args.num_drop or num_blocks_to_drop(len(decoder_blocks(model)), ratio=args.ratio)
     start = time.perf_counter()
-    fp32 = GreedyPruner(Scorer(model, tokenizer, items, batch_size=args.batch_size)).prune(num_drop)
+    scorer32 = Scorer(model, tokenizer, items, batch_size=args.batch_size)
+    fp32 = GreedyPruner(scorer32).prune(num_drop)
     seconds32 = time.perf_counter() - start
     model.to(torch.bfloat16)
     scorer = Scorer(model, tokenizer, items, batch_size=args.batch_size)
@@ -77,24 +99,27 @@ def run(args: argparse.Namespace) -> dict:
         got = {s.block_idx: s.relevance for s in scorer.score_blocks(parent)}
         want = {c.block_idx: c.relevance for c in step.candidates}
         pick = min(scorer.evaluate_children(parent, list(got)).values(), key=child_key).drop - parent
+        correct = {b: scorer32.evaluate(parent | {b}).correct for b in want}   # memoised in fp32
         steps.append({"parent": sorted(parent), "fp32_min": fp32.removed[len(steps)], "bf16_min": min(pick),
-                      **compare_step(want, got, noise, args.tie_docs)})
+                      **compare_step(want, got, noise, args.tie_docs, correct, args.alpha)})
     return {"model": f"random {args.random_shape}" if args.random_shape else args.model, "calib": args.calib,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
             "docs": len(items), "fp32_removed": list(fp32.removed), "bf16_removed": list(bf16.removed),
-            "fp32_seconds": seconds32, "bf16_seconds": seconds16, "tie_docs": args.tie_docs, "steps": steps}
+            "fp32_seconds": seconds32, "bf16_seconds": seconds16, "tie_docs": args.tie_docs, "alpha": args.alpha,
+            "steps": steps}
 
 
 def render(out: dict) -> Table:
     table = Table(title=f"bf16 against fp32 relevances along the fp32 greedy path: {out['model']}, {out['docs']} docs, "
                         f"{out['device']} (fp32 removed {out['fp32_removed']}, bf16 greedy removed {out['bf16_removed']})")
-    for col in ("step", "parent", "fp32 removes", "bf16 removes", "Spearman", "max |Δrel|", "1 doc",
-                f"swapped pairs (> {out['tie_docs']:g} docs apart)"):
+    for col in ("step", "parent", "fp32 removes", "bf16 removes", "Spearman", "max |Δrel|", "1 doc", "reversed pairs",
+                f"of them > {out['tie_docs']:g} docs apart", f"of them McNemar p < {out['alpha']:g}"):
         table.add_column(col, justify="right")
     for k, st in enumerate(out["steps"], 1):
         table.add_row(str(k), str(st["parent"]), str(st["fp32_min"]), str(st["bf16_min"]), f"{st['spearman']:.3f}",
                       f"{st['max_abs_diff']:.3f}", f"{st['noise']:.3f}",
-                      ", ".join(f"{a}<{b}" for a, b in st["swapped_outside_ties"]) or "none")
+                      str(st["reversed_pairs"]), ", ".join(f"{a}<{b}" for a, b in st["swapped_outside_ties"]) or "none",
+                      ", ".join(f"{a}<{b} (p={p:.3f})" for a, b, p in st["swapped_significant"]) or "none")
     return table
 
 
@@ -108,6 +133,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--tie-docs", type=float, default=2.0, help="relevances closer than this many documents tie")
+    parser.add_argument("--alpha", type=float, default=0.05,
+                        help="significance level of the McNemar test between two candidates' fp32 accuracies")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     out = run(args)

@@ -7,6 +7,7 @@ import torch
 from conftest import load
 from test_engine import CharTokenizer, _items
 
+from layershear.fused import Fusion, fused_kernels
 from layershear.prefix_cache import CachePlan
 from layershear.scorer import Scorer
 
@@ -33,3 +34,27 @@ def test_bf16_on_cuda_stays_close_to_fp32(tiny_checkpoints):
     fp32 = Scorer(model, CharTokenizer(), items, batch_size=4).evaluate({1}).loglikelihoods
     bf16 = Scorer(model.to(torch.bfloat16), CharTokenizer(), items, batch_size=4).evaluate({1}).loglikelihoods
     assert (fp32 - bf16).abs().max() < 0.5      # nats; bf16 keeps 8 mantissa bits
+
+
+def test_fused_norm_is_one_kernel_on_cuda(tiny_checkpoints):
+    """The premise of layershear.fused: F.rms_norm is one CUDA kernel where the eager RMSNorm is several."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    model = load(tiny_checkpoints("llama")).cuda().to(torch.bfloat16)
+    fusion = Fusion.of(model)
+    norm, x = fusion.norms[0], torch.randn(64, 32, device="cuda", dtype=torch.bfloat16)
+
+    def kernels() -> int:
+        norm(x)   # warm-up outside the profile
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            norm(x)
+            torch.cuda.synchronize()
+        return sum(e.device_type == DeviceType.CUDA for e in prof.events())
+
+    eager = kernels()
+    with fused_kernels(fusion):
+        fused = kernels()
+        torch.testing.assert_close(norm(x).float(), type(norm).forward(norm, x).float(), atol=0.05, rtol=0.02)
+    assert fused == 1 < eager
