@@ -144,7 +144,8 @@ class Scorer:
         metric: ``auto`` (acc_norm where the task reports it, else acc), ``acc`` or ``acc_norm``.
         add_bos: prepend BOS to every context (models trained to always see one, e.g. Gemma).
         engine: ``fast`` (default), ``reference`` (see :data:`ENGINES`) or an :class:`Engine`; all
-            give the same numbers (up to floating-point rounding of the LM head's batch shape).
+            give the same numbers up to floating-point rounding (in fp32 to about 1e-5; in bf16 batch
+            shapes, stacking and the fused kernels of :mod:`layershear.fused` round differently).
         on_progress: progress callback, see :data:`ProgressFn`.
         cache_plan: where and how densely block inputs are cached (``fast`` engine); None = chosen
             by measured free memory (:func:`layershear.prefix_cache.plan_cache`).

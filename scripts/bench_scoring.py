@@ -142,8 +142,8 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, n: int = 8192, reps: i
 
 # kernel / op name fragments -> category, first match wins (CUDA kernel names, else aten op names on CPU)
 _CATEGORIES = (
+    ("attention", ("fmha", "flash", "attention", "sdpa")),   # before matmul: fmha_cutlassF_* kernels
     ("matmul", ("gemm", "nvjet", "cutlass", "xmma", "cublas", "aten::mm", "aten::addmm", "aten::bmm")),
-    ("attention", ("fmha", "flash", "attention", "sdpa")),
     ("norm", ("rms_norm", "layer_norm")),
     ("softmax / logsumexp", ("softmax", "logsumexp")),
     ("copy / cat / index", ("copy", "cat", "memcpy", "memset", "index", "gather", "roll")),

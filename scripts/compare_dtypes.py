@@ -11,7 +11,9 @@ pairs that bf16 orders against fp32 although their fp32 relevances differ by mor
 within noise. It also counts the reversed pairs whose fp32 accuracies differ significantly on the
 calibration set: McNemar's exact test (two-sided binomial sign test on the documents that one
 candidate gets right and the other wrong, p < ``--alpha``), the usual test for two classifiers
-scored on the same documents; a pair that fails it is a tie within the calibration set's noise.
+scored on the same documents. A pair that does not pass it is one the calibration set cannot tell
+apart (not proof that the two are equal); the test is per pair, with no correction for the many
+pairs of a step, so by chance alone about ``--alpha`` of truly equal pairs pass it.
 
 Example (GPU; with --random-shape the golds are rigged as in bench_scoring.py, in fp32):
     python scripts/compare_dtypes.py --model .gpu/tok --random-shape llama3-8b --ratio 0.25 \\
@@ -50,6 +52,8 @@ def _spearman(a: list[float], b: list[float]) -> float:
 def mcnemar_p(right_a: tuple[bool, ...], right_b: tuple[bool, ...]) -> float:
     """Two-sided exact McNemar p-value: are candidates a and b equally accurate on these documents?
     Binomial(n, 1/2) sign test on the n documents exactly one of them gets right."""
+    if len(right_a) != len(right_b):
+        raise ValueError(f"correctness of {len(right_a)} and {len(right_b)} documents: score both on the same set")
     only_a = sum(x and not y for x, y in zip(right_a, right_b))
     n = only_a + sum(y and not x for x, y in zip(right_a, right_b))
     if n == 0:

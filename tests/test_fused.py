@@ -144,3 +144,44 @@ def test_target_logprobs_equal_log_softmax(chunk_elements):
     got = target_logprobs(logits, targets, chunk_elements=chunk_elements)
     assert got.dtype == torch.float32 and got.shape == (7,)
     torch.testing.assert_close(got, want, atol=0, rtol=0)   # row-wise: chunking changes nothing
+
+
+def test_other_call_forms_and_variants_take_the_eager_code(tiny_checkpoints):
+    model = load(tiny_checkpoints("llama"))
+    norm = model.model.norm
+
+    class GatedRMSNorm(type(norm)):   # Mamba2/Bamba style: forward(hidden_states, gate=None)
+        def forward(self, hidden_states, gate=None):
+            out = super().forward(hidden_states)
+            return out if gate is None else out * torch.sigmoid(gate)
+
+    norm.__class__ = GatedRMSNorm
+    assert norm in fusable_norms(model)   # equal to F.rms_norm without a gate
+    x, gate = torch.randn(3, 32), torch.randn(3, 32)
+    with fused_kernels(Fusion(norms=[norm])):
+        torch.testing.assert_close(norm(x, gate), GatedRMSNorm.forward(norm, x, gate))
+        torch.testing.assert_close(norm(x, gate=gate), GatedRMSNorm.forward(norm, x, gate))
+    norm.__class__ = GatedRMSNorm.__mro__[1]
+    norm.variance_epsilon = 1e-5   # a different epsilon than the eager code uses: invisible at scale 3
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(type(norm), "forward", lambda self, x: self.weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6))
+        assert norm not in fusable_norms(model)   # the probe's small-scale rows show it
+
+
+def test_rotary_only_for_the_transformers_signature():
+    calls = []
+
+    def q_only(q, k=None, cos=None, sin=None, unsqueeze_dim=1):   # another form: left alone
+        calls.append(1)
+        return q, k
+
+    assert not fused_module._rotary_matches(q_only)
+    import transformers.models.llama.modeling_llama as llama
+
+    wrapped = fused_module._rotary_for(llama.apply_rotary_pos_emb)
+    q, k, angles = torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8), torch.randn(1, 5, 4)
+    cos, sin = torch.cat((angles, angles), -1).cos(), torch.cat((angles, angles), -1).sin()
+    for got, want in zip(wrapped(q, k, cos=cos, sin=sin), llama.apply_rotary_pos_emb(q, k, cos, sin)):
+        torch.testing.assert_close(got, want)   # keyword call: the eager function, same result
+    for got, want in zip(wrapped(q.double(), k.double(), cos, sin), llama.apply_rotary_pos_emb(q.double(), k.double(), cos, sin)):
+        torch.testing.assert_close(got, want)   # mixed dtypes: eager, which promotes
