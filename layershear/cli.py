@@ -87,8 +87,9 @@ def _calib_options(f):
                      help="Accuracy per task: auto = acc_norm where lm-eval reports it, else acc.")(f)
     f = click.option("--engine", type=click.Choice(["fast", "reference"]), default="fast", show_default=True,
                      help="fast: shared prefixes in packed rows, LM head on scored positions, cached-prefix block "
-                          "skipping, step reuse and candidates stacked in shared passes; reference: full forward "
-                          "of every candidate (lm-eval's computation). Same answers.")(f)
+                          "skipping, step reuse, candidates stacked in shared passes and fused RMSNorm/rotary kernels; "
+                          "reference: full forward of every candidate (lm-eval's computation). Same answers "
+                          "(in bf16 up to rounding).")(f)
     return f
 
 
@@ -163,6 +164,8 @@ def _print_plan(scorer, steps: int = 1) -> None:
               f"{scorer.num_tokens:,} request tokens, padding {1 - real / padded:.1%}", markup=False, soft_wrap=True)
     if scorer.cache_plan is not None:
         ERR.print(scorer.cache_plan.describe(), markup=False, soft_wrap=True)
+    if scorer.engine.fused_kernels:
+        ERR.print(scorer.fusion.describe(), markup=False, soft_wrap=True)
     if scorer.step_reuse is not None and steps > 1:
         ERR.print(scorer.step_reuse.describe(), markup=False, soft_wrap=True)
     if scorer.race is not None:
@@ -391,6 +394,7 @@ def _prune_record(model, calib, scorer, result, evaluation, seconds, *, metric, 
                  "row_tokens": scorer.row_tokens,
                  "padding_fraction": scorer.stats.padding_fraction,
                  "cache_plan": dataclasses.asdict(scorer.cache_plan) if scorer.cache_plan else None,
+                 "fused_kernels": scorer.fusion.summary() if scorer.engine.fused_kernels else None,
                  "race": ({"bound": RACE_BOUND, **dataclasses.asdict(scorer.race)} if scorer.race else None),
                  "step_reuse": ({"budget_bytes": scorer.step_reuse.budget_bytes, "guesses": scorer.step_reuse.guesses}
                                 if scorer.step_reuse else None),

@@ -175,6 +175,19 @@ class Fusion:
     def of(cls, model: torch.nn.Module) -> Fusion:
         return cls(norms=fusable_norms(model), rotary=rotary_modules(model))
 
+    def describe(self) -> str:
+        """One line for the CLI, e.g. ``fused kernels: 65 RMSNorm modules -> F.rms_norm; rotary
+        embeddings of modeling_llama in 3 kernels``."""
+        if not self.norms and not self.rotary:
+            return "fused kernels: none (no RMSNorm or rotary embedding of the checked forms)"
+        rotary = ", ".join(ns.__name__.rsplit(".", 1)[-1] for ns in self.rotary)
+        return (f"fused kernels: {len(self.norms)} RMSNorm modules -> F.rms_norm"
+                + (f"; rotary embeddings of {rotary} in 3 kernels" if rotary else ""))
+
+    def summary(self) -> dict[str, object]:
+        """For ``layershear.json``: how many norms are swapped and which modeling modules' rotary."""
+        return {"rms_norm_modules": len(self.norms), "rotary_modules": [ns.__name__ for ns in self.rotary]}
+
 
 def _fused_norm(module: torch.nn.Module) -> Callable[..., torch.Tensor]:
     eager = type(module).forward.__get__(module)

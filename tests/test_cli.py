@@ -92,6 +92,9 @@ def test_both_engines_prune_the_same_blocks(tiny_lm_dir, data_dirs, tmp_path):
                                      "row_tokens": None, "step_reuse": False, "stack_tokens": 0,
                                      "fused_kernels": False}
     assert ref["cost"]["step_reuse"] is None and fast["cost"]["step_reuse"]["guesses"] == 3
+    assert ref["cost"]["fused_kernels"] is None
+    assert fast["cost"]["fused_kernels"]["rms_norm_modules"] == 2 * 4 + 1   # two per block and the final norm
+    assert fast["cost"]["fused_kernels"]["rotary_modules"] == ["transformers.models.llama.modeling_llama"]
 
 
 def test_score_json_to_stdout(tiny_lm_dir, data_dirs):

@@ -47,6 +47,8 @@ def test_fused_kernels_give_the_eager_logits(tiny_checkpoints, name, monkeypatch
         with fused_kernels(fusion) as swapped:
             got = model(input_ids=ids).logits
     assert swapped == (len(fusion.norms), len(fusion.rotary))
+    assert fusion.describe().startswith(f"fused kernels: {len(fusion.norms)} RMSNorm" if fusion.norms or fusion.rotary
+                                        else "fused kernels: none")
     assert len(calls) == len(fusion.norms)   # each swapped module ran the fused op once
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert all("forward" not in vars(m) for m in fusion.norms)   # eager forms back
