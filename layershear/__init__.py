@@ -10,7 +10,8 @@ __version__ = "0.1.0"
 from layershear.calibration import build_calibration, build_eval
 from layershear.export import Exporter
 from layershear.recipe import load_calibration, load_eval_suite
-from layershear.scorer import BlockScore, Evaluation, Scorer
+from layershear.relevance import BlockScore, Evaluation
+from layershear.scorer import Scorer
 from layershear.search import GreedyPruner, SearchResult, num_blocks_to_drop
 
 __all__ = ["BlockScore", "Evaluation", "Exporter", "GreedyPruner", "Scorer", "SearchResult", "__version__",

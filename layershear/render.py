@@ -9,7 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from layershear.evaluation import TaskResult
-from layershear.scorer import BlockScore, Evaluation
+from layershear.relevance import BlockScore, Evaluation
 from layershear.search.beam import rank_key
 from layershear.search.result import SearchResult
 

@@ -12,7 +12,7 @@ from typing import Any
 from layershear import __version__
 from layershear.calibration import CalibrationSet
 from layershear.evaluation import TaskResult
-from layershear.scorer import BlockScore, Evaluation
+from layershear.relevance import BlockScore, Evaluation
 from layershear.search.result import SearchResult
 
 

@@ -6,21 +6,21 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 
 import torch
 
 from layershear.arch import decoder_blocks
-from layershear.benchmarks import MCItem, get_task, random_accuracy
+from layershear.benchmarks import MCItem
 from layershear.distributed import min_across, my_share, sum_across
 from layershear.engine import ENGINES, ROW_TOKENS, BatchShape, Engine, EngineStats, FlopModel, batch_shape
 from layershear.errors import ScoringError
 from layershear.fused import Fusion, fused_kernels
 from layershear.loglik import batch_loglikelihoods, check_lengths, default_max_length, encode_requests, length_sorted_batches
-from layershear.metrics import above_random, correct, item_scores, relevance, relevance_or_none
 from layershear.packing import PackedBatch, pack_requests, packable, packed_loglikelihoods
-from layershear.prefix_cache import BlockInputs, CachePlan, capturing, injecting, plan_cache
+from layershear.prefix_cache import BlockInputs, CachePlan, injecting, plan_cache
 from layershear.racing import RaceSettings, eliminated, item_slices, per_test_delta
+from layershear.relevance import BlockScore, Evaluation, block_score, evaluation, task_metric
+from layershear.runs import Run, child_run, stored_run
 from layershear.stacking import StackMember, stack_groups, stacking
 from layershear.step_reuse import StepReuse
 from layershear.surgery import drop_blocks
@@ -30,100 +30,6 @@ LOG = logging.getLogger(__name__)
 #: on_progress(label, done, total): called after every forward batch; ``done`` and ``total`` count
 #: batches of one candidate, so a stacked pass of C candidates (:mod:`layershear.stacking`) advances C.
 ProgressFn = Callable[[str, int, int], None]
-
-@dataclass(frozen=True)
-class Evaluation:
-    """Calibration accuracy of the model with ``drop`` removed.
-
-    ``accuracy`` is the micro average over all items (each item's own metric, see
-    :func:`task_metric`), ``random`` is r(D) over the same items; ``gold_prob`` is the mean
-    softmax probability (over the item's choices) of the gold choice, a smooth tie-breaker. A
-    candidate dropped by racing (:mod:`layershear.racing`) has ``exact=False`` and these numbers on
-    the items it was scored on only (``correct`` then covers those items).
-    """
-
-    drop: frozenset[int]
-    accuracy: float
-    random: float
-    gold_prob: float
-    accuracy_by_task: dict[str, float]
-    random_by_task: dict[str, float]
-    correct: tuple[bool, ...] = field(repr=False)
-    loglikelihoods: torch.Tensor | None = field(default=None, repr=False, compare=False)  # float64 [num_requests]
-    exact: bool = True        # False: a racing estimate on the first ``sequences`` requests of a random slice order
-    sequences: int = 0        # (context, continuation) requests scored for this evaluation
-
-    @property
-    def above_random(self) -> bool:
-        return above_random(self.accuracy, self.random)
-
-
-@dataclass(frozen=True)
-class BlockScore:
-    """Relevance of one block relative to the model it is removed from (paper: AccBasedRelevance)."""
-
-    block_idx: int
-    relevance: float
-    accuracy: float
-    relevance_by_task: dict[str, float | None]
-    accuracy_by_task: dict[str, float]
-    gold_prob: float
-    exact: bool = True
-    sequences: int = 0
-
-
-def task_metric(task: str, metric: str = "auto") -> str:
-    """The accuracy metric scored for ``task``: ``auto`` = acc_norm where lm-eval reports it, else acc."""
-    if metric != "auto":
-        return metric
-    return "acc_norm" if "acc_norm" in get_task(task).metrics else "acc"
-
-
-def block_score(parent: Evaluation, child: Evaluation, block_idx: int) -> BlockScore:
-    """Relevance of ``block_idx`` = removing it from ``parent`` gives ``child``.
-
-    Raises:
-        ScoringError: the parent model is not above random on the calibration set.
-    """
-    return BlockScore(
-        block_idx=block_idx,
-        relevance=relevance(child.accuracy, parent.accuracy, parent.random),
-        accuracy=child.accuracy,
-        relevance_by_task={t: relevance_or_none(child.accuracy_by_task[t], a, parent.random_by_task[t])
-                           if t in child.accuracy_by_task else None for t, a in parent.accuracy_by_task.items()},
-        accuracy_by_task=dict(child.accuracy_by_task),
-        gold_prob=child.gold_prob,
-        exact=child.exact,
-        sequences=child.sequences,
-    )
-
-
-@dataclass(frozen=True)
-class _Run:
-    """One candidate's forward: the blocks left out (``skipped``), a hook factory ``hook(model)`` that
-    injects cached states (None: a plain forward), whether the one block run is bypassed, and the
-    block-input caches whose ``batch`` the loop must set."""
-
-    skipped: frozenset[int]
-    hook: Callable | None = None
-    bypass: bool = False
-    caches: tuple[BlockInputs, ...] = ()
-    source: tuple[BlockInputs, int] | None = None    # (cache, block): the injected state is cache.states[block]
-
-    def capturing(self, ran: list[int], stored: BlockInputs, blocks: set[int] | None = None) -> _Run:
-        """This run, also storing in ``stored`` the inputs of ``blocks`` (default ``stored.stored``);
-        ``ran``: the blocks run, in order."""
-        inject = self.hook
-        blocks = set(stored.stored) if blocks is None else blocks
-
-        def hook(model):
-            stack = contextlib.ExitStack()
-            if inject is not None:
-                stack.enter_context(inject(model))     # registered first: capture sees the injected state
-            stack.enter_context(capturing(model, ran, stored, blocks))
-            return stack
-        return dataclasses.replace(self, hook=hook, caches=(*self.caches, stored))
-
 
 class Scorer:
     """Accuracy-based relevance of decoder blocks on a calibration set.
@@ -315,27 +221,7 @@ class Scorer:
 
     def _evaluation(self, drop: frozenset[int], lls: torch.Tensor, items: Sequence[int] | None = None) -> Evaluation:
         """Evaluation from per-request ``lls``; on the item indices ``items`` only (a racing estimate) if given."""
-        index = list(range(len(self.items))) if items is None else list(items)
-        docs = [self.items[i] for i in index]
-        sub = lls[[k for i in index for k in self.item_requests[i]]]
-        scores = item_scores(docs, sub, metrics=[self.metrics[i] for i in index])
-        ok = correct(docs, scores)
-        probs = [torch.softmax(sc, 0)[item.gold] for item, sc in zip(docs, scores)]
-        by_task: dict[str, list[int]] = {}
-        for k, item in enumerate(docs):
-            by_task.setdefault(item.task, []).append(k)
-        return Evaluation(
-            drop=drop,
-            accuracy=float(ok.double().mean()),
-            random=random_accuracy(docs),
-            gold_prob=float(torch.stack(probs).mean()),
-            accuracy_by_task={t: float(ok[idx].double().mean()) for t, idx in sorted(by_task.items())},
-            random_by_task={t: random_accuracy([docs[k] for k in idx]) for t, idx in sorted(by_task.items())},
-            correct=tuple(bool(x) for x in ok),
-            loglikelihoods=lls if items is None else None,
-            exact=items is None,
-            sequences=int(sub.numel()),
-        )
+        return evaluation(drop, self.items, self.metrics, self.item_requests, lls, items)
 
     def evaluate_children(self, drop: Iterable[int], blocks: Iterable[int]) -> dict[int, Evaluation]:
         """Acc(f_-b, D) for each block b still in f = the model with ``drop`` removed (memoised).
@@ -355,32 +241,11 @@ class Scorer:
             self._children_from_prefix(parent, missing, known)
         return {b: self._raced.get(parent | {b}) or self.evaluate(parent | {b}) for b in blocks}
 
-    def _child_run(self, cache: BlockInputs | None, parent: frozenset[int], b: int) -> _Run:
-        """How to compute f without ``b`` from ``cache`` (None: a full forward)."""
-        if cache is None:
-            return _Run(parent | {b})
-        kept = [k for k in range(self.num_blocks) if k not in parent]
-        start = cache.checkpoint_before(b)          # b itself unless only checkpoints are cached
-        if start == b:
-            last = b == kept[-1]
-            skipped = parent | {k for k in kept if (k < b if last else k <= b)}
-        else:                                       # run blocks start..b-1 again, skip b, run the rest
-            last = False
-            skipped = parent | {k for k in kept if k < start} | {b}
-        return _Run(skipped, lambda m: injecting(m, cache, start, bypass=last), bypass=last, caches=(cache,),
-                    source=(cache, start))
+    def _child_run(self, cache: BlockInputs | None, parent: frozenset[int], b: int) -> Run:
+        return child_run(cache, parent, b, self.num_blocks)
 
-    def _stored_run(self, drop: frozenset[int], k: int, inputs: BlockInputs) -> _Run | None:
-        """How to compute the model without ``drop`` from the stored state entering block ``k``
-        (:mod:`layershear.step_reuse`): run its blocks from k on."""
-        rest = [x for x in range(self.num_blocks) if x not in drop]
-        if not rest:
-            return None
-        after = [x for x in rest if x >= k]
-        first = after[0] if after else rest[-1]     # no block from k on: run the last one, bypassed
-        skipped = frozenset(x for x in range(self.num_blocks) if x != first and (x < first or x not in rest))
-        return _Run(skipped, lambda m: injecting(m, inputs, k, bypass=not after), bypass=not after, caches=(inputs,),
-                    source=(inputs, k))
+    def _stored_run(self, drop: frozenset[int], k: int, inputs: BlockInputs) -> Run | None:
+        return stored_run(drop, k, inputs, self.num_blocks)
 
     def _children_from_prefix(self, parent: frozenset[int], missing: list[int], known: Sequence[Evaluation] = ()) -> None:
         reuse = self.step_reuse
@@ -415,7 +280,7 @@ class Scorer:
         widest = max(s.rows * s.width for s in self._shapes)
         return stack_groups(order, widest, self.engine.stack_tokens, min_groups=2 if storing else 1)
 
-    def _plan_child(self, cache: BlockInputs, parent: frozenset[int], b: int) -> tuple[_Run, BlockInputs | None,
+    def _plan_child(self, cache: BlockInputs, parent: frozenset[int], b: int) -> tuple[Run, BlockInputs | None,
                                                                                          StackMember | None]:
         """How to run candidate ``b``: its run on its own (from the prefix cache or a state stored by
         step reuse, storing the states step reuse asks for), where those states go (None: nowhere),
@@ -526,10 +391,10 @@ class Scorer:
                 return new
         if len(added) == 1 and b < kept[-1]:
             start = old.checkpoint_before(b)
-            run = _Run(parent | {k for k in kept if k < start}, lambda m: injecting(m, old, start), caches=(old,))
+            run = Run(parent | {k for k in kept if k < start}, lambda m: injecting(m, old, start), caches=(old,))
             run = run.capturing([k for k in kept if k >= start], new, after)
         else:
-            run = _Run(parent).capturing(kept, new)
+            run = Run(parent).capturing(kept, new)
         lls = self.loglikelihoods(run.skipped, label=f"caching block inputs without {sorted(parent)}", hook=run.hook,
                                   caches=run.caches)
         self._store(parent, lls)
