@@ -59,8 +59,14 @@ class CachePlan:
                 f"(all inputs: {self.full_bytes / 2**30:.2f} GiB x 2; budget {self.budget_bytes / 2**30:.2f} GiB)")
 
     def checkpoints(self, kept: Sequence[int]) -> list[int]:
-        """The blocks of ``kept`` whose inputs are stored: every ``every``-th, starting with the first."""
-        return list(kept[::self.every])
+        """The blocks of ``kept`` whose inputs are stored (:func:`checkpoint_blocks`)."""
+        return checkpoint_blocks(kept, self.every)
+
+
+def checkpoint_blocks(kept: Sequence[int], every: int) -> list[int]:
+    """The blocks of ``kept`` whose inputs a cache keeping 1 in ``every`` stores: every ``every``-th,
+    starting with the first."""
+    return list(kept[::every])
 
 
 def free_memory(device: torch.device) -> tuple[int, int]:

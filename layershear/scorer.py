@@ -241,12 +241,6 @@ class Scorer:
             self._children_from_prefix(parent, missing, known)
         return {b: self._raced.get(parent | {b}) or self.evaluate(parent | {b}) for b in blocks}
 
-    def _child_run(self, cache: BlockInputs | None, parent: frozenset[int], b: int) -> Run:
-        return child_run(cache, parent, b, self.num_blocks)
-
-    def _stored_run(self, drop: frozenset[int], k: int, inputs: BlockInputs) -> Run | None:
-        return stored_run(drop, k, inputs, self.num_blocks)
-
     def _children_from_prefix(self, parent: frozenset[int], missing: list[int], known: Sequence[Evaluation] = ()) -> None:
         reuse = self.step_reuse
         order = reuse.start(parent, missing, known) if reuse else missing    # frees dead states first
@@ -287,11 +281,11 @@ class Scorer:
         and its member in a stacked pass, which stores them itself (None: it cannot share one, e.g.
         it recomputes blocks from a checkpoint)."""
         drop, reuse = parent | {b}, self.step_reuse
-        run = self._child_run(cache, parent, b)
+        run = child_run(cache, parent, b, self.num_blocks)
         found = reuse.lookup(drop, after=b) if reuse else None
-        stored_run = self._stored_run(drop, *found) if found else None
-        if stored_run is not None and len(stored_run.skipped) > len(run.skipped):     # runs fewer blocks
-            run = stored_run
+        from_state = stored_run(drop, *found, self.num_blocks) if found else None
+        if from_state is not None and len(from_state.skipped) > len(run.skipped):     # runs fewer blocks
+            run = from_state
             self.stats.reused_runs += 1
         ran = [k for k in range(self.num_blocks) if k not in run.skipped and not run.bypass]
         stored = None
@@ -348,7 +342,7 @@ class Scorer:
         alive, seen = list(missing), []
         for sl, batch_ids in enumerate(self.slice_batches):
             for b in alive:
-                run = self._child_run(cache, parent, b)
+                run = child_run(cache, parent, b, self.num_blocks)
                 out = self.loglikelihoods(run.skipped, label=f"without {sorted(parent | {b})} (slice {sl + 1})",
                                           caches=run.caches, hook=run.hook, only=batch_ids)
                 index = [k for j in batch_ids for k in self._requests_of(self.batches[j])]

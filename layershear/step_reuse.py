@@ -42,7 +42,7 @@ from collections.abc import Iterable
 
 import torch
 
-from layershear.prefix_cache import BlockInputs
+from layershear.prefix_cache import BlockInputs, checkpoint_blocks
 
 Key = tuple[frozenset[int], int]      # (removed blocks below k, k)
 
@@ -189,15 +189,12 @@ class StepReuse:
                         and (self.every > 1 or any(block < x < k for x in kept)))
         useful = useful[: self._room()]
         if self.prefix_states and self.keep == 1 and (not self._prior or block in best):    # it may be removed:
-            own = {k for k in capturable if k > block and k in self._checkpoints(kept)}    # the next prefix cache
+            own = {k for k in capturable if k > block and k in checkpoint_blocks(kept, self.every)}  # next prefix cache
             if own and not any(state_key(drop, k) in self.states for k in own) and len(own - set(useful)) <= \
                     self._room() - len(useful):       # all of them or none: a partial prefix saves no pass
                 useful = sorted(set(useful) | own)
         self._reserved += len(useful)
         return useful
-
-    def _checkpoints(self, kept: list[int]) -> set[int]:
-        return set(kept[::self.every])
 
     def record(self, block: int, evaluation, stored: BlockInputs | None) -> None:
         """Note the child's evaluation, and keep the states its run stored (``stored.drop`` = its model).

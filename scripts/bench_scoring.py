@@ -47,15 +47,14 @@ from layershear.benchmarks import find_data_dir
 from layershear.calibration import build_calibration
 from layershear.compile import compile_blocks
 from layershear.devices import resolve_device, resolve_dtype
-from layershear.engine import Engine, FlopModel
+from layershear.engine import ENGINES, Engine, FlopModel
 from layershear.model_io import load_model, resolve_checkpoint
 from layershear.racing import RaceSettings
 from layershear.recipe import load_calibration
 from layershear.scorer import Scorer
 from layershear.search import GreedyPruner, num_blocks_to_drop
 
-_OFF = Engine(scored_head=False, skip_prefix=False, share_context=False, pack=False, step_reuse=False,
-              fused_kernels=False)
+_OFF = ENGINES["reference"]
 CONFIGS = {
     "reference": _OFF,
     "+scored-head": dataclasses.replace(_OFF, scored_head=True),

@@ -63,7 +63,7 @@ def mcnemar_p(right_a: tuple[bool, ...], right_b: tuple[bool, ...]) -> float:
 
 
 def compare_step(fp32: dict[int, float], bf16: dict[int, float], noise: float, tie_docs: float,
-                 correct: dict[int, tuple[bool, ...]] | None = None, alpha: float = 0.05) -> dict:
+                 correct: dict[int, tuple[bool, ...]], alpha: float = 0.05) -> dict:
     """Per-step comparison of two ``block -> relevance`` maps (same candidates); ``correct``: each
     candidate's per-document correctness in fp32, for the McNemar test. The picks (ties broken by the
     gold probability, as the search does) are added by the caller."""
@@ -72,10 +72,8 @@ def compare_step(fp32: dict[int, float], bf16: dict[int, float], noise: float, t
     out = {"spearman": _spearman([fp32[b] for b in blocks], [bf16[b] for b in blocks]),
            "max_abs_diff": max(abs(fp32[b] - bf16[b]) for b in blocks), "noise": noise,
            "reversed_pairs": len(reversed_pairs),
-           "swapped_outside_ties": [(a, b) for a, b in reversed_pairs if fp32[a] < fp32[b] - tie_docs * noise]}
-    if correct is not None:
-        out["swapped_significant"] = [(a, b, p) for a, b in reversed_pairs
-                                      if (p := mcnemar_p(correct[a], correct[b])) < alpha]
+           "swapped_outside_ties": [(a, b) for a, b in reversed_pairs if fp32[a] < fp32[b] - tie_docs * noise],
+           "swapped_significant": [(a, b, p) for a, b in reversed_pairs if (p := mcnemar_p(correct[a], correct[b])) < alpha]}
     return out
 
 
