@@ -117,10 +117,11 @@ def _rig_golds(model, tokenizer, items, batch_size):
     """A random model is at chance, where relevance is undefined and greedy search stops: set each
     document's gold answer to the model's own choice on 3 of 4 documents, so that the search runs
     its full course. The work (tokens, choices, lengths) is the real data's; the accuracies mean
-    nothing."""
+    nothing. The picks come from the reference engine, so that a change to the fast engine (whose
+    bf16 rounding differs) does not change the job it is measured on."""
     from layershear.metrics import item_scores
 
-    scorer = Scorer(model, tokenizer, items, batch_size=batch_size)
+    scorer = Scorer(model, tokenizer, items, batch_size=batch_size, engine=_OFF)
     picks = [int(s.argmax()) for s in item_scores(items, scorer.loglikelihoods(), metrics=scorer.metrics)]
     return [dataclasses.replace(it, gold=p if i % 4 else (p + 1) % it.num_choices)
             for i, (it, p) in enumerate(zip(items, picks))]
