@@ -4,7 +4,8 @@
 The fast engine runs a greedy job in fp32. Then the model is cast to bf16 in place, and the same
 engine scores every candidate along the fp32 job's path (same parents, so rankings compare step by
 step) and also runs its own greedy job. Per step it prints the block each dtype would remove, the
-Spearman correlation of the two relevance vectors, the largest |Δ relevance|, and the candidate
+Spearman correlation of the two relevance vectors (tied relevances share their average rank;
+:func:`layershear.analysis.correlation`), the largest |Δ relevance|, and the candidate
 pairs that bf16 orders against fp32 although their fp32 relevances differ by more than
 ``--tie-docs`` documents' worth. One document flipping changes a relevance by
 1 / (N x (Acc(f) - r)) (paper's AccBasedRelevance, N calibration documents), so closer pairs tie
@@ -24,14 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 
 import torch
 from bench_scoring import SHAPES, _rig_golds, model_and_tokenizer  # scripts/ is on sys.path when run as a script
 from rich.console import Console
 from rich.table import Table
+from scipy import stats
 
+from layershear.analysis import correlation
 from layershear.arch import decoder_blocks
 from layershear.benchmarks import find_data_dir
 from layershear.calibration import build_calibration
@@ -42,13 +44,6 @@ from layershear.search import GreedyPruner, num_blocks_to_drop
 from layershear.step_reuse import child_key
 
 
-def _spearman(a: list[float], b: list[float]) -> float:
-    ra, rb = (torch.tensor(x, dtype=torch.float64).argsort().argsort().double() for x in (a, b))
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denom = float(ra.norm() * rb.norm())
-    return float((ra * rb).sum()) / denom if denom else 1.0
-
-
 def mcnemar_p(right_a: tuple[bool, ...], right_b: tuple[bool, ...]) -> float:
     """Two-sided exact McNemar p-value: are candidates a and b equally accurate on these documents?
     Binomial(n, 1/2) sign test on the n documents exactly one of them gets right."""
@@ -56,10 +51,7 @@ def mcnemar_p(right_a: tuple[bool, ...], right_b: tuple[bool, ...]) -> float:
         raise ValueError(f"correctness of {len(right_a)} and {len(right_b)} documents: score both on the same set")
     only_a = sum(x and not y for x, y in zip(right_a, right_b))
     n = only_a + sum(y and not x for x, y in zip(right_a, right_b))
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, k) for k in range(max(only_a, n - only_a), n + 1)) / 2**n
-    return min(1.0, 2 * tail)
+    return float(stats.binomtest(only_a, n, 0.5).pvalue) if n else 1.0
 
 
 def compare_step(fp32: dict[int, float], bf16: dict[int, float], noise: float, tie_docs: float,
@@ -69,7 +61,7 @@ def compare_step(fp32: dict[int, float], bf16: dict[int, float], noise: float, t
     gold probability, as the search does) are added by the caller."""
     blocks = sorted(fp32)
     reversed_pairs = [(a, b) for a in blocks for b in blocks if fp32[a] < fp32[b] and bf16[a] > bf16[b]]
-    out = {"spearman": _spearman([fp32[b] for b in blocks], [bf16[b] for b in blocks]),
+    out = {"spearman": correlation(fp32, bf16).spearman_rho,
            "max_abs_diff": max(abs(fp32[b] - bf16[b]) for b in blocks), "noise": noise,
            "reversed_pairs": len(reversed_pairs),
            "swapped_outside_ties": [(a, b) for a, b in reversed_pairs if fp32[a] < fp32[b] - tie_docs * noise],

@@ -30,6 +30,7 @@ def test_reversed_pairs_split_into_ties_and_significant():
     fp32 = {0: 0.0, 1: 0.5, 2: 1.2}          # relevance: removing 0 hurts least
     bf16 = {0: 0.6, 1: 0.58, 2: 0.55}        # bf16 reverses the whole order
     out = compare_step(fp32, bf16, noise=0.1, tie_docs=2.0, correct=correct)
+    assert out["spearman"] == pytest.approx(-1.0)
     assert out["reversed_pairs"] == 3       # (0, 1), (0, 2) and (1, 2)
     assert out["swapped_outside_ties"] == [(0, 1), (0, 2), (1, 2)]   # all more than 2 documents apart
     # (0, 2): 12 documents to 0, p = 2^-11; (1, 2): 7 to 0, p = 2^-6; (0, 1): 5 to 0, p = 2^-4 > 0.05, a tie
