@@ -7,11 +7,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from layershear.calibration import build_calibration, build_eval
-from layershear.export import Exporter
-from layershear.recipe import load_calibration, load_eval_suite
-from layershear.relevance import BlockScore, Evaluation
-from layershear.scorer import Scorer
+from layershear.data.calibration import build_calibration, build_eval
+from layershear.data.recipes import load_calibration, load_eval_suite
+from layershear.export.exporter import Exporter
+from layershear.scoring.relevance import BlockScore, Evaluation
+from layershear.scoring.scorer import Scorer
 from layershear.search import GreedyPruner, SearchResult, num_blocks_to_drop
 
 __all__ = ["BlockScore", "Evaluation", "Exporter", "GreedyPruner", "Scorer", "SearchResult", "__version__",

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Does torch.compile make the scoring forward faster? Times the same evaluations eager and compiled.
 
-Compiles every part of each decoder block with layershear.compile.compile_blocks (attention, MLP and
+Compiles every part of each decoder block with layershear.engine.compile.compile_blocks (attention, MLP and
 norms; inductor, dynamic shapes; the blocks themselves carry layershear's cache hooks, so they stay
 eager), as ``prune --compile`` does, and times three single-block-removed evaluations of the fast
 engine before and after, in one process, and prints the ratio and the largest change
@@ -22,12 +22,12 @@ import time
 import torch
 from bench_scoring import SHAPES, model_and_tokenizer  # scripts/ is on sys.path when run as a script
 
-from layershear.benchmarks import find_data_dir
-from layershear.calibration import build_calibration
-from layershear.compile import compile_blocks
-from layershear.devices import resolve_device, resolve_dtype
-from layershear.recipe import load_calibration
-from layershear.scorer import Scorer
+from layershear.data.benchmarks import find_data_dir
+from layershear.data.calibration import build_calibration
+from layershear.data.recipes import load_calibration
+from layershear.engine.compile import compile_blocks
+from layershear.model.devices import resolve_device, resolve_dtype
+from layershear.scoring.scorer import Scorer
 
 
 def _timed(scorer: Scorer, device: torch.device) -> tuple[list[float], torch.Tensor]:

@@ -5,7 +5,7 @@ Prints, per configuration: forward passes, padded tokens, block-tokens (tokens x
 LM-head positions, counted FLOPs, wall time, tokens/s, speed-up over the reference engine (FLOPs and
 wall time), peak memory, and whether it removed the same blocks with the same relevances.
 
-FLOPs are counted from the batch shapes (layershear.engine.FlopModel): 2 x (parameters of one
+FLOPs are counted from the batch shapes (layershear.engine.config.FlopModel): 2 x (parameters of one
 decoder block) per block-token, 4 x heads x head_dim per attention (query, key) pair and block
 (the causal half for lm-eval rows, the full square for rows with a custom mask), and 2 x (LM-head
 parameters) per LM-head position. The reference engine is lm-eval's computation (every candidate
@@ -42,16 +42,16 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from layershear.arch import decoder_blocks
-from layershear.benchmarks import find_data_dir
-from layershear.calibration import build_calibration
-from layershear.compile import compile_blocks
-from layershear.devices import resolve_device, resolve_dtype
-from layershear.engine import ENGINES, Engine, FlopModel
-from layershear.model_io import load_model, resolve_checkpoint
-from layershear.racing import RaceSettings
-from layershear.recipe import load_calibration
-from layershear.scorer import Scorer
+from layershear.data.benchmarks import find_data_dir
+from layershear.data.calibration import build_calibration
+from layershear.data.recipes import load_calibration
+from layershear.engine.compile import compile_blocks
+from layershear.engine.config import ENGINES, Engine, FlopModel
+from layershear.model.arch import decoder_blocks
+from layershear.model.devices import resolve_device, resolve_dtype
+from layershear.model.loading import load_model, resolve_checkpoint
+from layershear.scoring.racing import RaceSettings
+from layershear.scoring.scorer import Scorer
 from layershear.search import GreedyPruner, num_blocks_to_drop
 
 _OFF = ENGINES["reference"]
@@ -61,13 +61,13 @@ CONFIGS = {
     "+prefix-skip": dataclasses.replace(_OFF, skip_prefix=True),
     "+shared-context": dataclasses.replace(_OFF, share_context=True),
     "+packing": dataclasses.replace(_OFF, pack=True),   # several requests per row, no shared prefixes
-    "+fused": dataclasses.replace(_OFF, fused_kernels=True),   # RMSNorm and rotary in fewer kernels (layershear.fused)
-    "fast-no-reuse": Engine(step_reuse=False),   # fast without layershear.step_reuse
-    "fast-no-stack": Engine(stack_tokens=0),     # fast with one candidate per pass (no layershear.stacking)
+    "+fused": dataclasses.replace(_OFF, fused_kernels=True),   # RMSNorm and rotary in fewer kernels (layershear.engine.fused)
+    "fast-no-reuse": Engine(step_reuse=False),   # fast without layershear.engine.step_reuse
+    "fast-no-stack": Engine(stack_tokens=0),     # fast with one candidate per pass (no layershear.engine.stacking)
     "fast-no-fuse": Engine(fused_kernels=False),   # fast with Hugging Face's eager RMSNorm and rotary
     "fast": Engine(),
-    "fast+race": Engine(),   # with --race-delta / --race-slices (layershear.racing)
-    "fast+compile": Engine(),  # decoder blocks' parts compiled (layershear.compile), compile time included;
+    "fast+race": Engine(),   # with --race-delta / --race-slices (layershear.scoring.racing)
+    "fast+compile": Engine(),  # decoder blocks' parts compiled (layershear.engine.compile), compile time included;
                                # compiles the model in place, so list it last
 }
 
@@ -119,7 +119,7 @@ def _rig_golds(model, tokenizer, items, batch_size):
     its full course. The work (tokens, choices, lengths) is the real data's; the accuracies mean
     nothing. The picks come from the reference engine, so that a change to the fast engine (whose
     bf16 rounding differs) does not change the job it is measured on."""
-    from layershear.metrics import item_scores
+    from layershear.scoring.accuracy import item_scores
 
     scorer = Scorer(model, tokenizer, items, batch_size=batch_size, engine=_OFF)
     picks = [int(s.argmax()) for s in item_scores(items, scorer.loglikelihoods(), metrics=scorer.metrics)]

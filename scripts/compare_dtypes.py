@@ -5,7 +5,7 @@ The fast engine runs a greedy job in fp32. Then the model is cast to bf16 in pla
 engine scores every candidate along the fp32 job's path (same parents, so rankings compare step by
 step) and also runs its own greedy job. Per step it prints the block each dtype would remove, the
 Spearman correlation of the two relevance vectors (tied relevances share their average rank;
-:func:`layershear.analysis.correlation`), the largest |Δ relevance|, and the candidate
+:func:`layershear.analysis.statistics.correlation`), the largest |Δ relevance|, and the candidate
 pairs that bf16 orders against fp32 although their fp32 relevances differ by more than
 ``--tie-docs`` documents' worth. One document flipping changes a relevance by
 1 / (N x (Acc(f) - r)) (paper's AccBasedRelevance, N calibration documents), so closer pairs tie
@@ -33,15 +33,15 @@ from rich.console import Console
 from rich.table import Table
 from scipy import stats
 
-from layershear.analysis import correlation
-from layershear.arch import decoder_blocks
-from layershear.benchmarks import find_data_dir
-from layershear.calibration import build_calibration
-from layershear.devices import resolve_device
-from layershear.recipe import load_calibration
-from layershear.scorer import Scorer
+from layershear.analysis.statistics import correlation
+from layershear.data.benchmarks import find_data_dir
+from layershear.data.calibration import build_calibration
+from layershear.data.recipes import load_calibration
+from layershear.engine.step_reuse import child_key
+from layershear.model.arch import decoder_blocks
+from layershear.model.devices import resolve_device
+from layershear.scoring.scorer import Scorer
 from layershear.search import GreedyPruner, num_blocks_to_drop
-from layershear.step_reuse import child_key
 
 
 def mcnemar_p(right_a: tuple[bool, ...], right_b: tuple[bool, ...]) -> float:

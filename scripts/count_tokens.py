@@ -3,7 +3,7 @@
 
 For an equal number of documents from each benchmark's eval split, prints the tokens one pass
 computes in lm-eval's layout (one right-padded request per row, length-sorted batches) and in the
-packed prefix-tree layouts (layershear.packing) per row width, with and without shared contexts,
+packed prefix-tree layouts (layershear.engine.packing) per row width, with and without shared contexts,
 and the padding fraction of each.
 
 Example:
@@ -18,9 +18,9 @@ from rich.console import Console
 from rich.table import Table
 from transformers import AutoTokenizer
 
-from layershear.benchmarks import find_data_dir, load_split
-from layershear.loglik import encode_requests, length_sorted_batches
-from layershear.packing import pack_requests
+from layershear.data.benchmarks import find_data_dir, load_split
+from layershear.engine.forward import encode_requests, length_sorted_batches
+from layershear.engine.packing import pack_requests
 
 SPLITS = [("arc_challenge", "test"), ("arc_easy", "test"), ("boolq", "validation"), ("hellaswag", "validation"),
           ("openbookqa", "test"), ("piqa", "validation"), ("winogrande", "validation"), ("mmlu", "test")]

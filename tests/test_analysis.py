@@ -9,7 +9,9 @@ import warnings
 import numpy as np
 import pytest
 
-from layershear import analysis, html_report, plots
+from layershear.analysis import html as html_report
+from layershear.analysis import plots
+from layershear.analysis import statistics as analysis
 from layershear.errors import LayershearError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

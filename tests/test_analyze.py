@@ -10,13 +10,13 @@ import torch
 from conftest import load
 from test_engine import CharTokenizer, _items
 
-from layershear.analysis import least_important_order
-from layershear.analyze import analyze
-from layershear.analyze_report import summary_table, write_analysis
-from layershear.baselines import calibration_texts, cosine_scores
-from layershear.metric_prune import remove_by_metric
-from layershear.metrics import item_scores
-from layershear.scorer import Scorer
+from layershear.analysis.analyze import analyze
+from layershear.analysis.report import summary_table, write_analysis
+from layershear.analysis.statistics import least_important_order
+from layershear.scoring.accuracy import item_scores
+from layershear.scoring.baselines import calibration_texts, cosine_scores
+from layershear.scoring.scorer import Scorer
+from layershear.search.baseline import remove_by_metric
 
 
 def _rigged(model, items, task):

@@ -9,8 +9,8 @@ import torch
 import transformers as tf
 from conftest import ARCHS, TINY, load
 
-from layershear.arch import SUPPORTED_MODEL_TYPES, BlockLayout, block_layout, decoder_blocks
 from layershear.errors import UnsupportedModelError
+from layershear.model.arch import SUPPORTED_MODEL_TYPES, BlockLayout, block_layout, decoder_blocks
 
 REQUIRED = {"llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "olmo2", "phi3", "gpt_neox", "gpt2"}
 

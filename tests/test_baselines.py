@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 from conftest import byte_tokenizer, load
 
-from layershear.arch import decoder_blocks
-from layershear.baselines import (
+from layershear.data.benchmarks.base import MCItem
+from layershear.errors import LayershearError, ScoringError
+from layershear.model.arch import decoder_blocks
+from layershear.scoring.baselines import (
     angular_scores,
     calibration_texts,
     cosine_scores,
@@ -21,8 +23,6 @@ from layershear.baselines import (
     perplexity_scores,
     taylor_scores,
 )
-from layershear.benchmarks.base import MCItem
-from layershear.errors import LayershearError, ScoringError
 
 TEXTS = ["the quick brown fox jumps over the lazy dog", "a short one", "pack my box with five dozen liquor jugs!", "xy"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from layershear.benchmarks import (
+from layershear.data.benchmarks import (
     TASKS,
     MCItem,
     find_data_dir,
@@ -25,7 +25,7 @@ from layershear.benchmarks import (
     random_accuracy,
     split_whitespace,
 )
-from layershear.benchmarks import local as local_mod
+from layershear.data.benchmarks import local as local_mod
 from layershear.errors import BenchmarkError
 
 FIXTURES = Path(__file__).parent / "data" / "benchmarks"

@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 from conftest import load
 
-from layershear.benchmarks import load_split
 from layershear.cli import cli
-from layershear.scorer import Scorer
+from layershear.data.benchmarks import load_split
+from layershear.scoring.scorer import Scorer
 
 GOALS = ["clean a pan", "open a jar", "dry wet shoes", "cut bread", "fix a chair", "boil an egg",
          "plant a seed", "fold a shirt", "light a fire", "sharpen a knife", "paint a wall", "wash a car"]
@@ -200,12 +200,12 @@ def test_push_without_token_is_one_clear_error(tiny_lm_dir, monkeypatch):
 
 
 def test_checks_that_need_no_model_run_before_loading_it(tmp_path, data_dirs, monkeypatch):
-    import layershear.model_io
+    import layershear.model.loading
 
     def boom(*a, **k):
         raise AssertionError("the model was loaded before the input was checked")
 
-    monkeypatch.setattr(layershear.model_io, "load_model", boom)
+    monkeypatch.setattr(layershear.model.loading, "load_model", boom)
     base = ["prune", "any/model", "--calib", "piqa:8", "--data-dir", data_dirs[0], "--out", tmp_path / "o"]
     _assert_one_error_line(_run(*base, "--ratio", "0.5", "--num-blocks", "2"), "exactly one of --ratio")
     _assert_one_error_line(_run(*base, "--num-blocks", "0"), "--num-blocks must be >= 1")
@@ -251,10 +251,10 @@ def test_torchrun_two_processes_prune_the_same_blocks(tiny_lm_dir, data_dirs, tm
 def test_prune_by_a_baseline_metric(tiny_lm_dir, data_dirs, tmp_path):
     from transformers import AutoTokenizer
 
-    from layershear.analysis import least_important_order
-    from layershear.baselines import calibration_texts, cosine_scores
-    from layershear.calibration import build_calibration
-    from layershear.recipe import load_calibration
+    from layershear.analysis.statistics import least_important_order
+    from layershear.data.calibration import build_calibration
+    from layershear.data.recipes import load_calibration
+    from layershear.scoring.baselines import calibration_texts, cosine_scores
 
     out = tmp_path / "cos"
     result = _run("prune", tiny_lm_dir, "--num-blocks", "1", "--calib", "piqa:16", "--data-dir", data_dirs[0],

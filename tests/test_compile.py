@@ -1,4 +1,4 @@
-"""Opt-in torch.compile of the decoder blocks' parts (layershear.compile): same numbers in fp32, same files."""
+"""Opt-in torch.compile of the decoder blocks' parts (layershear.engine.compile): same numbers in fp32, same files."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from conftest import load
 from test_cli import _run, data_dirs  # noqa: F401  (fixture)
 from test_engine import CharTokenizer, _items
 
-from layershear.compile import compile_blocks
+from layershear.engine.compile import compile_blocks
 from layershear.errors import LayershearError
-from layershear.scorer import Scorer
+from layershear.scoring.scorer import Scorer
 
 needs_compiler = pytest.mark.skipif(not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
                                     reason="inductor needs a C++ compiler on the CPU")

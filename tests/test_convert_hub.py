@@ -6,9 +6,9 @@ import importlib.util
 
 import pytest
 
-from layershear.convert import convert_gguf, package_gguf
 from layershear.errors import HubError, LayershearError
-from layershear.hub import push_to_hub
+from layershear.export.gguf import convert_gguf, package_gguf
+from layershear.export.hub import push_to_hub
 
 
 def test_convert_refuses_missing_file_and_existing_or_file_targets(tmp_path):

@@ -6,11 +6,11 @@ import pytest
 import torch
 from conftest import load
 
-from layershear.arch import decoder_blocks
-from layershear.benchmarks import MCItem
-from layershear.engine import Engine
+from layershear.data.benchmarks import MCItem
+from layershear.engine.config import Engine
 from layershear.errors import ScoringError
-from layershear.scorer import Scorer
+from layershear.model.arch import decoder_blocks
+from layershear.scoring.scorer import Scorer
 from layershear.search import GreedyPruner
 
 
@@ -86,7 +86,7 @@ def rigged_piqa(tiny_lm_dir):
     20 of 24 docs, so that relevance is defined for the random tiny model."""
     from transformers import AutoTokenizer
 
-    from layershear.benchmarks import find_data_dir, load_split
+    from layershear.data.benchmarks import find_data_dir, load_split
 
     if find_data_dir() is None:
         pytest.skip("../shared/data/benchmarks not found")
@@ -134,7 +134,7 @@ def test_lm_head_sees_only_the_scored_positions(tiny_checkpoints):
 
 @pytest.mark.parametrize("where", ["device", "host"])
 def test_checkpointed_cache_gives_the_same_numbers_with_less_memory(tiny_checkpoints, where):
-    from layershear.prefix_cache import CachePlan
+    from layershear.engine.prefix_cache import CachePlan
 
     model = load(tiny_checkpoints("qwen3"))
     items = _items()
@@ -152,7 +152,7 @@ def test_checkpointed_cache_gives_the_same_numbers_with_less_memory(tiny_checkpo
 
 
 def test_cache_plan_follows_free_memory():
-    from layershear.prefix_cache import plan_cache
+    from layershear.engine.prefix_cache import plan_cache
 
     gib = 2**30
     cpu, cuda = torch.device("cpu"), torch.device("cuda")

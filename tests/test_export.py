@@ -11,13 +11,13 @@ import torch
 from conftest import load, random_ids
 from safetensors import safe_open
 
-from layershear import export as export_mod
-from layershear.card import RemovedBlock, render_model_card
 from layershear.errors import ExportError, LayershearError
-from layershear.export import Exporter
-from layershear.layer_config import prune_config
-from layershear.model_io import resolve_checkpoint
-from layershear.surgery import drop_blocks
+from layershear.export import exporter as export_mod
+from layershear.export.card import RemovedBlock, render_model_card
+from layershear.export.exporter import Exporter
+from layershear.model.layer_config import prune_config
+from layershear.model.loading import resolve_checkpoint
+from layershear.model.surgery import drop_blocks
 
 DROP = {1, 2}
 KEEP = [0, 3, 4, 5]

@@ -1,4 +1,4 @@
-"""Fewer element-wise kernels (layershear.fused) and the fp32 log-probabilities of the scored positions."""
+"""Fewer element-wise kernels (layershear.engine.fused) and the fp32 log-probabilities of the scored positions."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from conftest import load, random_ids
 from test_engine import CharTokenizer, _items
 
-import layershear.fused as fused_module
-from layershear.engine import ENGINES
-from layershear.fused import Fusion, fusable_norms, fused_kernels, rotary_embedding, rotary_modules
-from layershear.loglik import target_logprobs
-from layershear.scorer import Scorer
+import layershear.engine.fused as fused_module
+from layershear.engine.config import ENGINES
+from layershear.engine.forward import target_logprobs
+from layershear.engine.fused import Fusion, fusable_norms, fused_kernels, rotary_embedding, rotary_modules
+from layershear.scoring.scorer import Scorer
 
 # name -> RMSNorm modules expected swappable in a 6-block tiny model: 2 per block + the final norm,
 # plus per-head q/k norms (Qwen3: 2 per block; OLMo-2: 2 per block over the projections)

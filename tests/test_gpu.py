@@ -7,9 +7,9 @@ import torch
 from conftest import load
 from test_engine import CharTokenizer, _items
 
-from layershear.fused import Fusion, fused_kernels
-from layershear.prefix_cache import CachePlan
-from layershear.scorer import Scorer
+from layershear.engine.fused import Fusion, fused_kernels
+from layershear.engine.prefix_cache import CachePlan
+from layershear.scoring.scorer import Scorer
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -37,7 +37,7 @@ def test_bf16_on_cuda_stays_close_to_fp32(tiny_checkpoints):
 
 
 def test_fused_norm_is_one_kernel_on_cuda(tiny_checkpoints):
-    """The premise of layershear.fused: F.rms_norm is one CUDA kernel (allowing a second launch) where
+    """The premise of layershear.engine.fused: F.rms_norm is one CUDA kernel (allowing a second launch) where
     the eager RMSNorm is several."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile

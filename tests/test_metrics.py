@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from layershear.benchmarks import MCItem
+from layershear.data.benchmarks import MCItem
 from layershear.errors import ScoringError
-from layershear.metrics import correct, item_scores, relevance, relevance_or_none, stderr
+from layershear.scoring.accuracy import correct, item_scores, relevance, relevance_or_none, stderr
 
 
 def _item(lengths, gold=0, task="arc_easy"):
@@ -71,7 +71,7 @@ def test_stderr_matches_sample_std_over_sqrt_n():
 
 def test_exactly_at_chance_is_undefined_despite_float_rounding():
     # 10 five-choice items, 2 correct: acc 0.2, but r(D) sums to 0.19999999999999998
-    from layershear.benchmarks import random_accuracy
+    from layershear.data.benchmarks import random_accuracy
 
     items = [_item([1] * 5) for _ in range(10)]
     r = random_accuracy(items)

@@ -7,11 +7,11 @@ import torch
 from conftest import ARCHS, byte_tokenizer, load
 from test_engine import CharTokenizer
 
-from layershear.benchmarks import MCItem, find_data_dir, load_split
-from layershear.engine import Engine, FlopModel
-from layershear.loglik import EncodedRequest, encode_requests
-from layershear.packing import _allowed, pack_requests, packable
-from layershear.scorer import Scorer
+from layershear.data.benchmarks import MCItem, find_data_dir, load_split
+from layershear.engine.config import Engine, FlopModel
+from layershear.engine.forward import EncodedRequest, encode_requests
+from layershear.engine.packing import _allowed, pack_requests, packable
+from layershear.scoring.scorer import Scorer
 
 
 def _req(item: int, choice: int, ctx: list[int], cont: list[int]) -> EncodedRequest:

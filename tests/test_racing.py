@@ -9,9 +9,9 @@ import torch
 from conftest import load
 from test_engine import CharTokenizer, _items
 
-import layershear.scorer as scorer_module
-from layershear.racing import RaceSettings, eliminated, item_slices, per_test_delta, serfling_radius
-from layershear.scorer import Scorer
+import layershear.scoring.scorer as scorer_module
+from layershear.scoring.racing import RaceSettings, eliminated, item_slices, per_test_delta, serfling_radius
+from layershear.scoring.scorer import Scorer
 from layershear.search import GreedyPruner
 
 
@@ -77,7 +77,7 @@ def _rigged(model, items):
     """The items with gold set to the model's own choice on 3 of 4 (so it is above chance)."""
     import dataclasses
 
-    from layershear.metrics import item_scores
+    from layershear.scoring.accuracy import item_scores
 
     scorer = Scorer(model, CharTokenizer(), items)
     picks = [int(s.argmax()) for s in item_scores(items, scorer.loglikelihoods(), metrics=scorer.metrics)]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from layershear.benchmarks import find_data_dir
-from layershear.calibration import build_calibration, build_eval
+from layershear.data.benchmarks import find_data_dir
+from layershear.data.calibration import build_calibration, build_eval
+from layershear.data.recipes import available_recipes, load_calibration, load_eval_suite
 from layershear.errors import RecipeError
-from layershear.recipe import available_recipes, load_calibration, load_eval_suite
 
 needs_data = pytest.mark.skipif(find_data_dir() is None, reason="../shared/data/benchmarks not found")
 EIGHT = {"arc_challenge", "arc_easy", "boolq", "hellaswag", "openbookqa", "piqa", "winogrande", "mmlu"}

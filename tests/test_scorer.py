@@ -6,11 +6,11 @@ import pytest
 import torch
 from conftest import load
 
-from layershear.benchmarks import find_data_dir, load_split
+from layershear.data.benchmarks import find_data_dir, load_split
+from layershear.engine.forward import encode_requests
 from layershear.errors import LayershearError
-from layershear.export import Exporter
-from layershear.loglik import encode_requests
-from layershear.scorer import Scorer
+from layershear.export.exporter import Exporter
+from layershear.scoring.scorer import Scorer
 
 pytestmark = pytest.mark.skipif(find_data_dir() is None, reason="../shared/data/benchmarks not found")
 
@@ -92,7 +92,7 @@ def test_evaluations_are_memoised_and_restore_the_model(tiny_lm_dir, items):
 def test_truncation_and_empty_context(tiny_lm_dir):
     from transformers import AutoTokenizer
 
-    from layershear.benchmarks import MCItem
+    from layershear.data.benchmarks import MCItem
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
     item = MCItem("piqa", 0, ("", "abc " * 50), (" yes", " no"), 0, (3, 2))
@@ -111,7 +111,7 @@ def test_empty_calibration_set_is_an_error(tiny_lm_dir):
 def test_continuation_longer_than_max_length_is_an_error(tiny_lm_dir):
     from transformers import AutoTokenizer
 
-    from layershear.benchmarks import MCItem
+    from layershear.data.benchmarks import MCItem
     from layershear.errors import ScoringError
 
     item = MCItem("piqa", 0, ("Q:", "Q:"), (" " + "x" * 40, " y"), 0, (40, 1))
@@ -120,7 +120,7 @@ def test_continuation_longer_than_max_length_is_an_error(tiny_lm_dir):
 
 
 def test_default_max_length_follows_the_model_config(tiny_checkpoints):
-    from layershear.loglik import default_max_length
+    from layershear.engine.forward import default_max_length
 
     assert default_max_length(load(tiny_checkpoints("gpt2"))) == 64          # n_positions
     assert default_max_length(load(tiny_checkpoints("llama"))) == 2048       # max_position_embeddings

@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from layershear.errors import LayershearError, ScoringError
-from layershear.relevance import Evaluation
+from layershear.scoring.relevance import Evaluation
 from layershear.search import beam_search, num_blocks_to_drop
 
 R = 0.25  # random accuracy of the synthetic calibration set

@@ -1,4 +1,4 @@
-"""Candidate stacking (layershear.stacking): the candidates of a step share each forward pass."""
+"""Candidate stacking (layershear.engine.stacking): the candidates of a step share each forward pass."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from conftest import load
 from test_engine import CharTokenizer, _items
 from test_step_reuse import _plan, _steps
 
-from layershear.engine import Engine
-from layershear.scorer import Scorer
-from layershear.stacking import StackMember, _repeat, stack_groups, stacking
-from layershear.surgery import drop_blocks
+from layershear.engine.config import Engine
+from layershear.engine.stacking import StackMember, _repeat, stack_groups, stacking
+from layershear.model.surgery import drop_blocks
+from layershear.scoring.scorer import Scorer
 
 ONE_AT_A_TIME = Engine(step_reuse=False, stack_tokens=0)
 STACKED = Engine(step_reuse=False)

@@ -1,4 +1,4 @@
-"""Step reuse (layershear.step_reuse): later candidates start from states stored by earlier runs."""
+"""Step reuse (layershear.engine.step_reuse): later candidates start from states stored by earlier runs."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import torch
 from conftest import load
 from test_engine import CharTokenizer, _items, rigged_piqa
 
-from layershear.engine import Engine
-from layershear.prefix_cache import BlockInputs, CachePlan
-from layershear.scorer import Scorer
-from layershear.step_reuse import StepReuse, child_key
+from layershear.engine.config import Engine
+from layershear.engine.prefix_cache import BlockInputs, CachePlan
+from layershear.engine.step_reuse import StepReuse, child_key
+from layershear.scoring.scorer import Scorer
 
 ROOMY = 1 << 30      # budget the plan leaves for stored states
 OFF = Engine(step_reuse=False)

@@ -6,9 +6,9 @@ import pytest
 import torch
 from conftest import ARCHS, load, random_ids
 
-from layershear.arch import decoder_blocks
 from layershear.errors import LayershearError
-from layershear.surgery import drop_blocks
+from layershear.model.arch import decoder_blocks
+from layershear.model.surgery import drop_blocks
 
 
 def _layer_idxs(model: torch.nn.Module) -> list[tuple[str, int]]:

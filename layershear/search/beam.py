@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from layershear.errors import ScoringError
-from layershear.relevance import BlockScore, Evaluation, block_score
+from layershear.scoring.relevance import BlockScore, Evaluation, block_score
 from layershear.search.result import SearchResult, SearchStep
 
 Evaluate = Callable[[frozenset[int]], Evaluation]

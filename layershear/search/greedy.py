@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal
 
 from layershear.errors import LayershearError
-from layershear.scorer import Scorer
+from layershear.scoring.scorer import Scorer
 from layershear.search.beam import StepFn, beam_search
 from layershear.search.result import SearchResult
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from layershear.relevance import BlockScore, Evaluation
+from layershear.scoring.relevance import BlockScore, Evaluation
 
 
 @dataclass(frozen=True)

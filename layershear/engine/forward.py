@@ -1,0 +1,203 @@
+"""Tokenisation of (context, continuation) requests and their batched log-likelihood.
+
+Reproduces lm-evaluation-harness ``HFLM._encode_pair`` / ``_loglikelihood_tokens`` for causal LMs
+(lm_eval/models/huggingface.py): trailing whitespace of the context moves onto the continuation,
+``cont = enc(context + continuation)[len(enc(context)):]``, an empty context is replaced by the
+prefix token (BOS, else EOS), inputs are left-truncated to ``max_length + 1`` tokens, requests are
+batched in order of decreasing length, and the score is the sum of the continuation tokens'
+log-probabilities. Padding is on the right, so no attention mask is needed and padded positions
+cannot influence real ones; the LM head runs only on the positions that are scored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from layershear.data.benchmarks import MCItem, split_whitespace
+from layershear.errors import ScoringError
+
+
+@dataclass(frozen=True)
+class EncodedRequest:
+    """One (context, continuation) pair as token ids; ``item``/``choice`` index back into the MCItem list."""
+
+    item: int
+    choice: int
+    context_ids: tuple[int, ...]
+    continuation_ids: tuple[int, ...]
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens fed to the model: context + continuation minus the last one (it is only predicted)."""
+        return len(self.context_ids) + len(self.continuation_ids) - 1
+
+
+def _prefix_token_id(tokenizer) -> int:
+    for tok_id in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if tok_id is not None:
+            return int(tok_id)
+    raise ScoringError("The tokenizer has neither a BOS nor an EOS token; an empty context cannot be scored")
+
+
+def encode_requests(items: Sequence[MCItem], tokenizer, *, add_bos: bool = False) -> list[EncodedRequest]:
+    """Tokenise every choice of every item, one request per choice.
+
+    Args:
+        items: multiple-choice documents.
+        tokenizer: a Hugging Face tokenizer; called without special tokens (lm-eval's default for
+            causal LMs) unless ``add_bos`` is set, which prepends BOS to every context (Gemma-style).
+
+    Returns:
+        ``sum(item.num_choices)`` requests, in item order then choice order.
+
+    Raises:
+        ScoringError: a continuation tokenises to zero tokens.
+    """
+    pairs = [(i, c, *split_whitespace(ctx, cont))
+             for i, item in enumerate(items)
+             for c, (ctx, cont) in enumerate(zip(item.contexts, item.continuations))]
+    wholes = tokenizer([ctx + cont for _, _, ctx, cont in pairs], add_special_tokens=False)["input_ids"]
+    ctxs = tokenizer([ctx for _, _, ctx, _ in pairs], add_special_tokens=False)["input_ids"]
+    prefix = [_prefix_token_id(tokenizer)] if add_bos else []
+    requests = []
+    for (i, c, _, _), whole, ctx in zip(pairs, wholes, ctxs):
+        cont = whole[len(ctx):]
+        if not cont:
+            raise ScoringError(f"{items[i].task} doc {items[i].doc_id} choice {c}: empty continuation after tokenisation")
+        context_ids = prefix + list(ctx)
+        if not context_ids:
+            context_ids = [_prefix_token_id(tokenizer)]
+        requests.append(EncodedRequest(i, c, tuple(context_ids), tuple(cont)))
+    return requests
+
+
+def default_max_length(model, fallback: int = 2048) -> int:
+    """lm-eval's ``HFLM.max_length``: the model config's context length, else ``fallback`` tokens."""
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(model.config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return fallback
+
+
+def check_lengths(requests: Sequence[EncodedRequest], max_length: int) -> None:
+    """Raises ScoringError if a continuation alone does not fit in ``max_length`` tokens (it could not be scored whole)."""
+    longest = max((len(r.continuation_ids) for r in requests), default=0)
+    if longest > max_length:
+        raise ScoringError(f"a continuation is {longest} tokens long, more than --max-length {max_length}; raise --max-length")
+
+
+def length_sorted_batches(requests: Sequence[EncodedRequest], batch_size: int) -> list[list[int]]:
+    """Indices of ``requests`` grouped into batches, longest first (lm-eval's reordering)."""
+    order = sorted(range(len(requests)), key=lambda k: (-requests[k].num_tokens, k))
+    return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+
+
+def _batch_tensors(batch: Sequence[EncodedRequest], max_length: int, pad_id: int):
+    rows, spans = [], []
+    for req in batch:
+        tokens = (req.context_ids + req.continuation_ids)[-(max_length + 1):]
+        inp = tokens[:-1]
+        n_cont = min(len(req.continuation_ids), len(inp))
+        rows.append(inp)
+        spans.append((len(inp) - n_cont, len(inp), tokens[len(tokens) - n_cont:]))  # n_cont < len(tokens): check_lengths
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    for r, inp in enumerate(rows):
+        input_ids[r, :len(inp)] = torch.tensor(inp, dtype=torch.long)
+    return input_ids, spans
+
+
+@contextmanager
+def _gather_before_head(model, rows: torch.Tensor, cols: torch.Tensor) -> Iterator[None]:
+    """Feed the LM head only hidden states ``[rows, cols]`` (as one ``[1, P, hidden]`` row)."""
+    def hook(_module, args):
+        return (args[0][rows, cols].unsqueeze(0), *args[1:])
+
+    handle = model.get_output_embeddings().register_forward_pre_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def target_logprobs(logits: torch.Tensor, targets: torch.Tensor, *, chunk_elements: int = 1 << 26) -> torch.Tensor:
+    """``log_softmax(logits.float())[k, targets[k]]`` (lm-eval's score of one token), in row chunks.
+
+    Rows are taken ``chunk_elements // vocab`` at a time, so at most about ``chunk_elements`` fp32
+    values of each of the upcast logits and their log-softmax (256 MiB by default) exist besides
+    ``logits``, where one fp32 log-softmax over all ``[P, vocab]`` would hold two more copies of the
+    logits. The log-softmax is row-wise, so the result is the unchunked one exactly.
+
+    Args:
+        logits: ``[P, vocab]`` LM-head output, any float dtype.
+        targets: ``[P]`` int64 token ids.
+
+    Returns:
+        float32 ``[P]`` log-probabilities (natural-log units), on ``logits.device``.
+    """
+    rows = max(1, chunk_elements // max(1, logits.shape[-1]))
+    out = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
+    for start in range(0, logits.shape[0], rows):
+        part = torch.log_softmax(logits[start:start + rows].float(), dim=-1)
+        out[start:start + rows] = part.gather(1, targets[start:start + rows, None])[:, 0]
+    return out
+
+
+def score_positions(model, input_ids: torch.Tensor, *, rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor,
+                    owners: torch.Tensor, num_out: int, full_logits: bool = False, copies: int = 1,
+                    **forward_kwargs) -> torch.Tensor:
+    """One forward pass; log-probability of ``targets[k]`` at hidden state ``[rows[k], cols[k]]``,
+    summed per ``owners[k]``.
+
+    ``full_logits`` computes the LM head at every position, as lm-eval does (the reference engine).
+    Otherwise only the scored positions go through the LM head: the model keeps the window of
+    positions that holds them (``logits_to_keep``), and a pre-hook on the LM head gathers exactly
+    the scored (row, position) pairs, so padding and context positions never reach the head or the
+    log-softmax. ``forward_kwargs`` go to the model (``attention_mask``, ``position_ids``).
+    ``copies`` > 1: the blocks return that many stacked copies of the batch's rows
+    (:mod:`layershear.engine.stacking`), each scored on its own.
+
+    Returns:
+        float64 tensor of shape ``[num_out]`` (``[copies, num_out]`` when ``copies`` > 1; natural-log
+        units), on CPU.
+    """
+    device = input_ids.device
+    if copies > 1:
+        shift = torch.arange(copies, device=device)[:, None]
+        rows = (rows[None] + shift * input_ids.shape[0]).reshape(-1)
+        owners = (owners[None] + shift * num_out).reshape(-1)
+        cols, targets = cols.repeat(copies), targets.repeat(copies)
+    first = 0 if full_logits else int(cols.min())
+    last = input_ids.shape[1] if full_logits else int(cols.max()) + 1
+    gather = contextlib.nullcontext() if full_logits else _gather_before_head(model, rows, cols - first)
+    with gather:
+        logits = model(input_ids=input_ids, logits_to_keep=torch.arange(first, last, device=device),
+                       use_cache=False, **forward_kwargs).logits
+    picked = logits[rows, cols] if full_logits else logits[0]
+    scores = target_logprobs(picked, targets).double()
+    out = torch.zeros(num_out * copies, dtype=torch.float64, device=device).index_add_(0, owners, scores).cpu()
+    return out.view(copies, num_out) if copies > 1 else out
+
+
+@torch.inference_mode()
+def batch_loglikelihoods(model, batch: Sequence[EncodedRequest], *, max_length: int, pad_id: int,
+                         full_logits: bool = False) -> torch.Tensor:
+    """Summed continuation log-probabilities of one batch, one right-padded row per request
+    (lm-eval's layout; see :func:`score_positions` for ``full_logits``).
+
+    Returns:
+        float64 tensor of shape ``[len(batch)]`` (natural-log units), on CPU.
+    """
+    device = next(model.parameters()).device
+    input_ids, spans = _batch_tensors(batch, max_length, pad_id)
+    rows = torch.cat([torch.full((e - s,), r) for r, (s, e, _) in enumerate(spans)]).to(device)
+    cols = torch.cat([torch.arange(s, e) for s, e, _ in spans]).to(device)
+    targets = torch.tensor([t for _, _, tgt in spans for t in tgt], dtype=torch.long, device=device)
+    return score_positions(model, input_ids.to(device), rows=rows, cols=cols, targets=targets, owners=rows,
+                           num_out=len(batch), full_logits=full_logits)

@@ -1,0 +1,267 @@
+"""Write a pruned checkpoint by streaming tensors from the source shards; the model is never built."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from layershear.errors import ExportError
+from layershear.export.atomic import atomic_folder, check_target
+from layershear.model.arch import block_layout, layer_count
+from layershear.model.layer_config import keep_from_drop, prune_config
+from layershear.model.loading import resolve_checkpoint
+
+LOG = logging.getLogger(__name__)
+
+_INDEX = "model.safetensors.index.json"
+_SINGLE = "model.safetensors"
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx", ".npz")
+_MAX_COPY_BYTES = 512 * 2**20
+_ITEMSIZE = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
+             "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1}
+_FLOAT_CODES = {"F64", "F32", "F16", "BF16"}
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One tensor to write: where it comes from, its new key and its size in the output."""
+
+    source_file: str
+    source_key: str
+    key: str
+    nbytes: int
+
+
+class Exporter:
+    """Export a checkpoint with some decoder blocks removed, as a folder ``from_pretrained`` loads.
+
+    Args:
+        source: Local Hugging Face model folder or Hub id (see ``model_io.resolve_checkpoint``).
+        revision: Hub revision of ``source``.
+        max_shard_bytes: Largest output shard; a single tensor larger than this gets a shard of its own.
+        dtype: Cast floating-point tensors to this dtype (and record it in config.json); ``None`` keeps
+            the source dtype.
+
+    Raises:
+        UnsupportedModelError: Unknown architecture or unreadable source.
+        ExportError: The source has only pickle (``.bin``) weights or no weights.
+
+    Example:
+        >>> Exporter("Qwen/Qwen2.5-0.5B").export({3, 7}, "out/qwen-drop2", card=card_text)
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str],
+        *,
+        revision: str | None = None,
+        max_shard_bytes: int = 5 * 2**30,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        if max_shard_bytes <= 0:
+            raise ExportError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
+        self.source = resolve_checkpoint(os.fspath(source), revision=revision)
+        self.config: dict[str, Any] = json.loads((self.source / "config.json").read_text(encoding="utf-8"))
+        self.layout = block_layout(self.config)
+        self.num_blocks = layer_count(self.config)
+        self.max_shard_bytes = max_shard_bytes
+        self.dtype = dtype
+        self._weight_map = self._source_weight_map()
+
+    def _source_weight_map(self) -> dict[str, str]:
+        if (self.source / _INDEX).is_file():
+            index = json.loads((self.source / _INDEX).read_text(encoding="utf-8"))
+            return dict(index.get("weight_map", {}))
+        if (self.source / _SINGLE).is_file():
+            with safe_open(self.source / _SINGLE, framework="pt") as f:
+                return {k: _SINGLE for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+        if any(self.source.glob("*.bin")) or any(self.source.glob("*.pt")) or any(self.source.glob("*.pth")):
+            raise ExportError(
+                f"{self.source} holds only pickle (.bin/.pt) weights; layershear exports safetensors only. "
+                "Convert first: load the model and save_pretrained() it (safetensors is the default)"
+            )
+        raise ExportError(f"no {_SINGLE} or {_INDEX} in {self.source}")
+
+    def _block_prefix(self) -> str:
+        full = self.layout.tensor_prefix
+        short = full.split(".", 1)[1] if "." in full[:-1] else full  # e.g. "h." in the original gpt2 checkpoint
+        for prefix in (full, short):
+            if any(k.startswith(prefix) for k in self._weight_map):
+                return prefix
+        raise ExportError(f"no tensor key starts with {full!r} in {self.source}; is config.json the right model?")
+
+    def _plan(self, keep: list[int]) -> list[_Entry]:
+        """Validate every source key and list the tensors to write, renamed, before anything is written."""
+        pattern = re.compile(re.escape(self._block_prefix()) + r"(\d+)\.(.+)$")
+        new_idx = {old: new for new, old in enumerate(keep)}
+        seen_blocks: set[int] = set()
+        entries: list[_Entry] = []
+        by_file: dict[str, list[str]] = {}
+        for key, file in self._weight_map.items():
+            by_file.setdefault(file, []).append(key)
+        for file, file_keys in by_file.items():
+            path = self.source / file
+            if not path.is_file():
+                raise ExportError(f"{_INDEX} names {file}, which is missing from {self.source}")
+            with safe_open(path, framework="pt") as f:
+                keys = set(f.keys())
+                for key in file_keys:
+                    if key not in keys:
+                        raise ExportError(f"{_INDEX} maps {key} to {file}, but {file} does not contain it")
+                    match = pattern.match(key)
+                    if match:
+                        idx = int(match.group(1))
+                        if idx >= self.num_blocks:
+                            raise ExportError(f"tensor {key} names block {idx}; config.json has {self.num_blocks}")
+                        seen_blocks.add(idx)
+                        if idx not in new_idx:
+                            continue
+                        key_out = key[: match.start(1)] + f"{new_idx[idx]}." + match.group(2)
+                    else:
+                        key_out = key
+                    entries.append(_Entry(file, key, key_out, self._out_nbytes(f.get_slice(key), key)))
+        missing = sorted(set(range(self.num_blocks)) - seen_blocks)
+        if missing:
+            raise ExportError(f"the checkpoint has no tensors for blocks {missing} of {self.num_blocks}")
+        return entries
+
+    def _out_nbytes(self, tensor_slice: Any, key: str) -> int:
+        code = str(tensor_slice.get_dtype())
+        if code not in _ITEMSIZE:
+            raise ExportError(f"tensor {key} has dtype {code}, which layershear cannot size")
+        numel = 1
+        for dim in tensor_slice.get_shape():
+            numel *= int(dim)
+        itemsize = _ITEMSIZE[code]
+        if self.dtype is not None and code in _FLOAT_CODES:
+            itemsize = torch.empty((), dtype=self.dtype).element_size()
+        return numel * itemsize
+
+    def _shards(self, entries: list[_Entry]) -> list[list[_Entry]]:
+        shards: list[list[_Entry]] = [[]]
+        size = 0
+        for entry in entries:
+            if shards[-1] and size + entry.nbytes > self.max_shard_bytes:
+                shards.append([])
+                size = 0
+            shards[-1].append(entry)
+            size += entry.nbytes
+        return shards
+
+    def _write_weights(self, entries: list[_Entry], folder: Path) -> None:
+        shards = self._shards(entries)
+        names = [_SINGLE] if len(shards) == 1 else [
+            f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))
+        ]
+        handles: dict[str, Any] = {}
+        try:
+            for name, shard in zip(names, shards):
+                tensors: dict[str, torch.Tensor] = {}
+                for entry in shard:
+                    if entry.source_file not in handles:
+                        handles[entry.source_file] = safe_open(self.source / entry.source_file, framework="pt")
+                    tensor = handles[entry.source_file].get_tensor(entry.source_key)
+                    if self.dtype is not None and tensor.is_floating_point():
+                        tensor = tensor.to(self.dtype)
+                    tensors[entry.key] = tensor.contiguous()
+                save_file(tensors, folder / name, metadata={"format": "pt"})
+                LOG.debug("wrote %s (%d tensors)", name, len(tensors))
+        finally:
+            handles.clear()
+        if len(shards) > 1:
+            index = {
+                "metadata": {"total_size": sum(e.nbytes for e in entries)},
+                "weight_map": {e.key: name for name, shard in zip(names, shards) for e in shard},
+            }
+            (folder / _INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    def _copy_small_files(self, folder: Path, skip: set[str]) -> None:
+        """Tokenizer, generation_config.json, chat_template.jinja, licence, ...: copied unchanged."""
+        for path in sorted(self.source.iterdir()):
+            name = path.name
+            if name in skip or name.startswith(".") or not path.is_file() or name.endswith(_WEIGHT_SUFFIXES):
+                continue
+            if name.endswith(".index.json"):
+                continue
+            if path.stat().st_size > _MAX_COPY_BYTES:
+                LOG.warning("not copying %s: larger than %d bytes", name, _MAX_COPY_BYTES)
+                continue
+            shutil.copyfile(path, folder / name)
+
+    def _write_config(self, keep: list[int], folder: Path) -> None:
+        config = prune_config(self.config, keep=keep)
+        if self.dtype is not None:
+            name = str(self.dtype).removeprefix("torch.")
+            config["dtype"] = name
+            if "torch_dtype" in config:
+                config["torch_dtype"] = name
+        (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    def export(
+        self,
+        drop: Iterable[int],
+        out_dir: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        card: str | None = None,
+        extra_files: Mapping[str, str] | None = None,
+    ) -> Path:
+        """Write the checkpoint without the blocks in ``drop`` to ``out_dir``, atomically.
+
+        Blocks are renumbered contiguously (``model.layers.5.`` becomes ``model.layers.4.`` once one
+        earlier block is gone); everything is written into a temporary folder beside ``out_dir`` and
+        renamed into place only when complete.
+
+        Args:
+            drop: Original indices of the blocks to remove.
+            out_dir: Target folder; must not exist or be empty unless ``overwrite``.
+            overwrite: Replace an existing ``out_dir`` (only after the new folder is complete).
+            card: Model card text, written as ``README.md``.
+            extra_files: File name -> text, written as given (e.g. ``layershear.json``).
+
+        Returns:
+            ``out_dir`` as a ``Path``.
+
+        Raises:
+            ExportError: Bad indices, an existing target without ``overwrite``, inconsistent source
+                tensors or config, or a failed write (no temporary folder is left behind).
+        """
+        out = Path(out_dir)
+        keep = keep_from_drop(drop, self.num_blocks)
+        self._check_target(out, overwrite)
+        entries = self._plan(keep)
+        prune_config(self.config, keep=keep)  # fail on an inconsistent config before writing anything
+        files = dict(extra_files or {})
+        if card is not None:
+            files["README.md"] = card
+        bad = [name for name in files if Path(name).name != name]
+        if bad:
+            raise ExportError(f"extra file name {bad[0]!r} must be a plain file name")
+        try:
+            with atomic_folder(out) as tmp:
+                self._write_weights(entries, tmp)
+                self._write_config(keep, tmp)
+                self._copy_small_files(tmp, {"config.json", *files})
+                for name, text in files.items():
+                    (tmp / name).write_text(text, encoding="utf-8")
+        except OSError as e:
+            raise ExportError(f"writing {out} failed: {e}") from e
+        LOG.info("exported %d of %d blocks to %s", len(keep), self.num_blocks, out)
+        return out
+
+    def _check_target(self, out: Path, overwrite: bool) -> None:
+        if out.exists() and out.resolve() == self.source.resolve():
+            raise ExportError(f"{out} is the source checkpoint; choose another output folder")
+        check_target(out, overwrite)
+

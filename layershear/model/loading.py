@@ -1,0 +1,102 @@
+"""Find a checkpoint folder (local or on the Hub) and load a supported model from it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from layershear.errors import UnsupportedModelError
+from layershear.model.arch import CONFIG_ERRORS, block_layout
+
+LOG = logging.getLogger(__name__)
+
+_HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.jinja", "*.txt"]
+
+
+def _looks_like_path(name: str) -> bool:
+    if name.startswith((".", "/", "~", "\\")) or name.count("/") > 1 or "\\" in name:
+        return True
+    return "/" in name and Path(name.split("/")[0]).exists()
+
+
+def _download(repo_id: str, revision: str | None) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=_HUB_PATTERNS))
+    except (HfHubHTTPError, OSError, ValueError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnsupportedModelError(
+            f"Could not download {repo_id!r} from the Hugging Face Hub: {reason}; "
+            "check the id, your network, or pass a local folder"
+        ) from e
+
+
+def resolve_checkpoint(name_or_path: str, *, revision: str | None = None) -> Path:
+    """Return a local folder holding the checkpoint ``name_or_path``.
+
+    Args:
+        name_or_path: A local folder with ``config.json`` or a Hub id such as ``"Qwen/Qwen2.5-0.5B"``.
+        revision: Hub branch, tag or commit; ignored for local folders.
+
+    Returns:
+        The folder (for a Hub id, the snapshot in the local HF cache; only json, safetensors,
+        tokenizer, ``*.model``, ``*.jinja`` and ``*.txt`` files are fetched).
+
+    Raises:
+        UnsupportedModelError: The folder does not exist or has no ``config.json``, or the download failed.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UnsupportedModelError(f"no config.json in {path}; is it a Hugging Face model folder?")
+        return path
+    if _looks_like_path(name_or_path) or path.exists():
+        raise UnsupportedModelError(f"Model folder {name_or_path!r} does not exist")
+    folder = _download(name_or_path, revision)
+    if not (folder / "config.json").is_file():
+        raise UnsupportedModelError(f"no config.json in {folder} (downloaded {name_or_path!r})")
+    return folder
+
+
+def load_model(
+    name_or_path: str, *, dtype: torch.dtype, device: torch.device, revision: str | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a supported causal LM and its tokenizer, in eval mode on ``device``.
+
+    The architecture is checked from ``config.json`` before any weights are read, so an unsupported
+    model fails fast.
+
+    Args:
+        name_or_path: Local folder or Hub id (see ``resolve_checkpoint``).
+        dtype: Weight dtype, e.g. ``torch.bfloat16``.
+        device: Where the model is moved after loading.
+        revision: Hub revision.
+
+    Returns:
+        ``(model, tokenizer)``.
+
+    Raises:
+        UnsupportedModelError: Unknown or unsupported architecture, or an unreadable checkpoint.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_checkpoint(name_or_path, revision=revision)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (*CONFIG_ERRORS, OSError) as e:
+        raise UnsupportedModelError(f"transformers cannot read the config in {path}: {e}") from e
+    block_layout(config)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (*CONFIG_ERRORS, OSError) as e:
+        raise UnsupportedModelError(f"cannot load {name_or_path!r} as a causal LM: {e}") from e
+    block_layout(model)
+    model = model.to(device).eval()
+    LOG.info("loaded %s (%s) on %s as %s", name_or_path, type(model).__name__, device, dtype)
+    return model, tokenizer
