@@ -34,11 +34,11 @@ def _timed(scorer: Scorer, device: torch.device) -> tuple[list[float], torch.Ten
     times, n = [], scorer.num_blocks
     for drop in ({n - 2}, {n - 3}, {n - 4}):
         start = time.perf_counter()
-        scorer.loglikelihoods(drop)
+        scorer.engine.run(drop)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
-    return times, scorer.loglikelihoods({n - 5})
+    return times, scorer.engine.run({n - 5})
 
 
 def main() -> None:

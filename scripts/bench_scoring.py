@@ -46,13 +46,14 @@ from layershear.data.benchmarks import find_data_dir
 from layershear.data.calibration import build_calibration
 from layershear.data.recipes import load_calibration
 from layershear.engine.compile import compile_blocks
-from layershear.engine.config import ENGINES, Engine, FlopModel
+from layershear.engine.config import ENGINES, EngineConfig
+from layershear.engine.work import FlopModel
 from layershear.model.arch import decoder_blocks
 from layershear.model.devices import resolve_device, resolve_dtype
 from layershear.model.loading import load_model, resolve_checkpoint
 from layershear.scoring.racing import RaceSettings
 from layershear.scoring.scorer import Scorer
-from layershear.search import GreedyPruner, num_blocks_to_drop
+from layershear.search import GreedyPruner, num_to_remove
 
 _OFF = ENGINES["reference"]
 CONFIGS = {
@@ -62,12 +63,12 @@ CONFIGS = {
     "+shared-context": dataclasses.replace(_OFF, share_context=True),
     "+packing": dataclasses.replace(_OFF, pack=True),   # several requests per row, no shared prefixes
     "+fused": dataclasses.replace(_OFF, fused_kernels=True),   # RMSNorm and rotary in fewer kernels (layershear.engine.fused)
-    "fast-no-reuse": Engine(step_reuse=False),   # fast without layershear.engine.step_reuse
-    "fast-no-stack": Engine(stack_tokens=0),     # fast with one candidate per pass (no layershear.engine.stacking)
-    "fast-no-fuse": Engine(fused_kernels=False),   # fast with Hugging Face's eager RMSNorm and rotary
-    "fast": Engine(),
-    "fast+race": Engine(),   # with --race-delta / --race-slices (layershear.scoring.racing)
-    "fast+compile": Engine(),  # decoder blocks' parts compiled (layershear.engine.compile), compile time included;
+    "fast-no-reuse": EngineConfig(step_reuse=False),   # fast without layershear.engine.step_reuse
+    "fast-no-stack": EngineConfig(stack_tokens=0),     # fast with one candidate per pass (no layershear.engine.stacking)
+    "fast-no-fuse": EngineConfig(fused_kernels=False),   # fast with Hugging Face's eager RMSNorm and rotary
+    "fast": EngineConfig(),
+    "fast+race": EngineConfig(),   # with --race-delta / --race-slices (layershear.scoring.racing)
+    "fast+compile": EngineConfig(),  # decoder blocks' parts compiled (layershear.engine.compile), compile time included;
                                # compiles the model in place, so list it last
 }
 
@@ -122,7 +123,7 @@ def _rig_golds(model, tokenizer, items, batch_size):
     from layershear.scoring.accuracy import item_scores
 
     scorer = Scorer(model, tokenizer, items, batch_size=batch_size, engine=_OFF)
-    picks = [int(s.argmax()) for s in item_scores(items, scorer.loglikelihoods(), metrics=scorer.metrics)]
+    picks = [int(s.argmax()) for s in item_scores(items, scorer.engine.run(), measures=scorer.measures)]
     return [dataclasses.replace(it, gold=p if i % 4 else (p + 1) % it.num_choices)
             for i, (it, p) in enumerate(zip(items, picks))]
 
@@ -175,10 +176,10 @@ def profile(scorer: Scorer, blocks: list[int], rows: int = 20) -> str:
 
     cuda = torch.cuda.is_available()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    scorer.evaluate(())                         # the parent's block inputs, outside the profile
+    scorer.accuracy(())                         # the parent's block inputs, outside the profile
     with torch_profile(activities=activities) as prof:
         start = time.perf_counter()
-        scorer.evaluate_children((), blocks)
+        scorer.children((), blocks)
         if cuda:
             torch.cuda.synchronize()
         wall_us = (time.perf_counter() - start) * 1e6
@@ -202,7 +203,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         calib_items = _rig_golds(model, tokenizer, calib_items, args.batch_size)
     blocks = decoder_blocks(model)
     flop_model = FlopModel.of(model)
-    num_drop = args.num_drop or num_blocks_to_drop(len(blocks), ratio=args.ratio)
+    num_drop = args.num_drop or num_to_remove(len(blocks), ratio=args.ratio)
     rows = []
     rate = matmul_rate(device, dtype) if device.type == "cuda" else None
     names = args.configs.split(",")
@@ -227,15 +228,15 @@ def run(args: argparse.Namespace) -> list[dict]:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
-        s = scorer.stats
+        s = scorer.engine.stats
         rows.append({"config": name, "engine": dataclasses.asdict(engine), "seconds": seconds,
-                     "flops": flop_model.flops(s), "padding_fraction": s.padding_fraction, "row_tokens": scorer.row_tokens,
+                     "flops": flop_model.flops(s), "padding_fraction": s.padding_fraction, "row_tokens": scorer.engine.row_tokens,
                      "removed": list(result.removed),
                      # relevances of candidates racing dropped early are estimates: compared as None
                      "relevances": [[c.relevance if c.exact else None for c in st.candidates] for st in result.steps],
                      "sequences_scored": sum(c.sequences for st in result.steps for c in st.candidates),
-                     "sequences_exact": sum(len(scorer.requests) for st in result.steps for _ in st.candidates),
-                     "peak_memory": _peak_memory(device), "cache_plan": scorer.cache_plan and scorer.cache_plan.describe(),
+                     "sequences_exact": sum(len(scorer.engine.requests) for st in result.steps for _ in st.candidates),
+                     "peak_memory": _peak_memory(device), "cache_plan": scorer.engine.cache_plan and scorer.engine.cache_plan.describe(),
                      "mfu": flop_model.flops(s) / seconds / rate if rate else None, **dataclasses.asdict(s)})
         print(f"{name}: {seconds:.1f} s, removed {list(result.removed)}", file=sys.stderr)
     if args.profile:

@@ -37,11 +37,10 @@ from layershear.analysis.statistics import correlation
 from layershear.data.benchmarks import find_data_dir
 from layershear.data.calibration import build_calibration
 from layershear.data.recipes import load_calibration
-from layershear.engine.step_reuse import child_key
 from layershear.model.arch import decoder_blocks
 from layershear.model.devices import resolve_device
 from layershear.scoring.scorer import Scorer
-from layershear.search import GreedyPruner, num_blocks_to_drop
+from layershear.search import GreedyPruner, num_to_remove
 
 
 def mcnemar_p(right_a: tuple[bool, ...], right_b: tuple[bool, ...]) -> float:
@@ -75,7 +74,7 @@ def run(args: argparse.Namespace) -> dict:
     items = build_calibration(load_calibration(args.calib), data_dir=find_data_dir()).items
     if args.random_shape:
         items = _rig_golds(model, tokenizer, items, args.batch_size)
-    num_drop = args.num_drop or num_blocks_to_drop(len(decoder_blocks(model)), ratio=args.ratio)
+    num_drop = args.num_drop or num_to_remove(len(decoder_blocks(model)), ratio=args.ratio)
     start = time.perf_counter()
     scorer32 = Scorer(model, tokenizer, items, batch_size=args.batch_size)
     fp32 = GreedyPruner(scorer32).prune(num_drop)
@@ -88,12 +87,12 @@ def run(args: argparse.Namespace) -> dict:
     steps = []
     for step in fp32.steps:
         parent = frozenset(fp32.removed[:len(steps)])
-        full = scorer.evaluate(parent)
+        full = scorer.accuracy(parent)
         noise = 1.0 / (len(items) * max(full.accuracy - full.random, 1e-12))
         got = {s.block_idx: s.relevance for s in scorer.score_blocks(parent)}
         want = {c.block_idx: c.relevance for c in step.candidates}
-        pick = min(scorer.evaluate_children(parent, list(got)).values(), key=child_key).drop - parent
-        correct = {b: scorer32.evaluate(parent | {b}).correct for b in want}   # memoised in fp32
+        pick = min(scorer.children(parent, list(got)).values(), key=lambda a: a.rank_key).removed - parent
+        correct = {b: scorer32.accuracy(parent | {b}).correct for b in want}   # memoised in fp32
         steps.append({"parent": sorted(parent), "fp32_min": fp32.removed[len(steps)], "bf16_min": min(pick),
                       **compare_step(want, got, noise, args.tie_docs, correct, args.alpha)})
     return {"model": f"random {args.random_shape}" if args.random_shape else args.model, "calib": args.calib,

@@ -19,8 +19,8 @@ from rich.table import Table
 from transformers import AutoTokenizer
 
 from layershear.data.benchmarks import find_data_dir, load_split
-from layershear.engine.forward import encode_requests, length_sorted_batches
 from layershear.engine.packing import pack_requests
+from layershear.engine.requests import encode_requests, length_sorted_batches
 
 SPLITS = [("arc_challenge", "test"), ("arc_easy", "test"), ("boolq", "validation"), ("hellaswag", "validation"),
           ("openbookqa", "test"), ("piqa", "validation"), ("winogrande", "validation"), ("mmlu", "test")]

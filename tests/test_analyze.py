@@ -11,8 +11,9 @@ from conftest import load
 from test_engine import CharTokenizer, _items
 
 from layershear.analysis.analyze import analyze
-from layershear.analysis.report import summary_table, write_analysis
+from layershear.analysis.report import write_analysis
 from layershear.analysis.statistics import least_important_order
+from layershear.cli.render import analysis_table
 from layershear.scoring.accuracy import item_scores
 from layershear.scoring.baselines import calibration_texts, cosine_scores
 from layershear.scoring.scorer import Scorer
@@ -22,7 +23,7 @@ from layershear.search.baseline import remove_by_metric
 def _rigged(model, items, task):
     """``items`` renamed to ``task``, gold = the model's own choice on 3 of 4 (above chance)."""
     scorer = Scorer(model, CharTokenizer(), items)
-    picks = [int(s.argmax()) for s in item_scores(items, scorer.loglikelihoods(), metrics=scorer.metrics)]
+    picks = [int(s.argmax()) for s in item_scores(items, scorer.engine.run(), measures=scorer.measures)]
     return [dataclasses.replace(it, task=task, doc_id=100 + i, gold=p if i % 4 else (p + 1) % 3)
             for i, (it, p) in enumerate(zip(items, picks))]
 
@@ -44,7 +45,7 @@ def test_analysis_numbers_fit_together(setup, tmp_path):
     eval_items = [it for items in tasks.values() for it in items]
     scorer = Scorer(model, CharTokenizer(), eval_items)
     for b in (0, 3):
-        ev = scorer.evaluate({b})
+        ev = scorer.accuracy({b})
         for t in tasks:
             assert a.drop_by_task[t][b] == pytest.approx(a.full_accuracy_by_task[t] - ev.accuracy_by_task[t])
     # cosine per task is the cosine score on that task's texts
@@ -54,8 +55,8 @@ def test_analysis_numbers_fit_together(setup, tmp_path):
     assert a.orders["cosine"] == least_important_order(a.scores["cosine"])[:2]
     # pruning curves start at the full model and follow each order
     for metric, curve in a.curves.items():
-        assert [k for k, _ in curve] == [0, 1, 2] and curve[0][1] == pytest.approx(scorer.evaluate().accuracy)
-        assert curve[2][1] == pytest.approx(scorer.evaluate(a.orders[metric][:2]).accuracy)
+        assert [k for k, _ in curve] == [0, 1, 2] and curve[0][1] == pytest.approx(scorer.accuracy().accuracy)
+        assert curve[2][1] == pytest.approx(scorer.accuracy(a.orders[metric][:2]).accuracy)
     assert sum(map(sum, a.confusion)) == 6 and a.misjudgment["n"] == 6
     assert set(a.correlations["cosine_vs_drop_by_task"]) == set(tasks)
 
@@ -66,19 +67,19 @@ def test_analysis_numbers_fit_together(setup, tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["analysis"]["removal_orders"]["cosine"] == a.orders["cosine"]
     assert "pruning_curves.png" in (tmp_path / "report.html").read_text()
-    assert summary_table(a).row_count > 5
+    assert analysis_table(a).row_count > 5
 
 
 def test_iterative_removal_rescores_the_smaller_model(setup):
     model, calib, _ = setup
     texts = calibration_texts(calib)
-    removal = remove_by_metric("perplexity", model, CharTokenizer(), texts, num_drop=2, num_blocks=6, iterative=True,
+    removal = remove_by_metric("perplexity", model, CharTokenizer(), texts, num_remove=2, num_blocks=6, iterative=True,
                                batch_size=4)
     first, second = removal.removed
     assert first == least_important_order(removal.scores[0])[0]
     assert set(removal.scores[1]) == set(range(6)) - {first}          # rescored without the first block
     assert second == least_important_order(removal.scores[1])[0]
-    one_shot = remove_by_metric("perplexity", model, CharTokenizer(), texts, num_drop=2, num_blocks=6, iterative=False,
+    one_shot = remove_by_metric("perplexity", model, CharTokenizer(), texts, num_remove=2, num_blocks=6, iterative=False,
                                 batch_size=4)
     assert len(one_shot.scores) == 1 and one_shot.removed == tuple(least_important_order(one_shot.scores[0])[:2])
     assert torch.isfinite(torch.tensor(list(removal.scores[0].values()))).all()

@@ -89,11 +89,11 @@ def _reference_span(model: torch.nn.Module, encoded: list[list[int]], n: int, an
     return {start: s / tokens for start, s in sums.items()}
 
 
-def _pruned_copy(model: torch.nn.Module, drop: int) -> torch.nn.Module:
-    """A deep copy with one block deleted by hand (not via drop_blocks)."""
+def _pruned_copy(model: torch.nn.Module, removed: int) -> torch.nn.Module:
+    """A deep copy with one block deleted by hand (not via remove_blocks)."""
     pruned = copy.deepcopy(model)
     layers = pruned.model.layers
-    pruned.model.layers = torch.nn.ModuleList([b for i, b in enumerate(layers) if i != drop])
+    pruned.model.layers = torch.nn.ModuleList([b for i, b in enumerate(layers) if i != removed])
     pruned.config.num_hidden_layers = len(pruned.model.layers)
     return pruned
 
@@ -146,10 +146,10 @@ def test_max_length_keeps_the_last_tokens(llama: torch.nn.Module) -> None:
     assert cosine_scores(llama, TOK, [long], max_length=5) == pytest.approx(cosine_scores(llama, TOK, [long[-5:]]), abs=1e-6)
 
 
-def test_drop_uses_original_indices_and_restores(llama: torch.nn.Module) -> None:
+def test_removed_uses_original_indices_and_restores(llama: torch.nn.Module) -> None:
     before = [id(b) for b in decoder_blocks(llama)]
-    got = _all_four(llama, TEXTS, drop={1}, batch_size=2)
-    got["angular_n2"] = angular_scores(llama, TOK, TEXTS, n=2, drop={1}, batch_size=2)
+    got = _all_four(llama, TEXTS, removed={1}, batch_size=2)
+    got["angular_n2"] = angular_scores(llama, TOK, TEXTS, n=2, removed={1}, batch_size=2)
     assert [id(b) for b in decoder_blocks(llama)] == before
     assert all(not b._forward_hooks and not b._forward_pre_hooks for b in decoder_blocks(llama))
 
@@ -189,8 +189,8 @@ def test_taylor_leaves_parameters_untouched_and_matches_backward(llama: torch.nn
 
 
 def test_perplexity_scores_equal_perplexity_without_each_block(llama: torch.nn.Module) -> None:
-    scores = perplexity_scores(llama, TOK, TEXTS, drop={4})
-    assert scores == pytest.approx({b: perplexity(llama, TOK, TEXTS, drop={4, b}) for b in (0, 1, 2, 3, 5)}, rel=1e-9)
+    scores = perplexity_scores(llama, TOK, TEXTS, removed={4})
+    assert scores == pytest.approx({b: perplexity(llama, TOK, TEXTS, removed={4, b}) for b in (0, 1, 2, 3, 5)}, rel=1e-9)
 
 
 @pytest.mark.parametrize(
@@ -216,9 +216,9 @@ def test_bad_arguments_raise_and_restore(llama: torch.nn.Module) -> None:
     with pytest.raises(ScoringError, match="batch_size=0"):
         cosine_scores(llama, TOK, TEXTS, batch_size=0)
     with pytest.raises(ScoringError, match="only block 5 remains"):
-        perplexity_scores(llama, TOK, TEXTS, drop={0, 1, 2, 3, 4})
+        perplexity_scores(llama, TOK, TEXTS, removed={0, 1, 2, 3, 4})
     with pytest.raises(LayershearError):
-        cosine_scores(llama, TOK, TEXTS, drop={6})
+        cosine_scores(llama, TOK, TEXTS, removed={6})
     assert len(decoder_blocks(llama)) == 6
     assert all(not b._forward_hooks and not b._forward_pre_hooks for b in decoder_blocks(llama))
 

@@ -246,7 +246,7 @@ def test_registry_metadata() -> None:
     assert {t: s.eval_split for t, s in TASKS.items()} == {
         "arc_easy": "test", "arc_challenge": "test", "boolq": "validation", "hellaswag": "validation",
         "openbookqa": "test", "piqa": "validation", "winogrande": "validation", "mmlu": "test"}
-    assert {t for t, s in TASKS.items() if s.metrics == ("acc",)} == {"boolq", "winogrande", "mmlu"}
+    assert {t for t, s in TASKS.items() if s.measures == ("acc",)} == {"boolq", "winogrande", "mmlu"}
     assert (get_task("arc_challenge").hub_path, get_task("arc_challenge").hub_name) == ("allenai/ai2_arc",
                                                                                         "ARC-Challenge")
     assert get_task("mmlu").hub_name == "all" and get_task("mmlu").train_split == "validation"

@@ -36,7 +36,7 @@ def data_dirs(tiny_lm_dir, tmp_path_factory):
     base = _write_piqa(tmp_path_factory.mktemp("rigged"), 24)
     items = load_split("piqa", "validation", source="local", data_dir=base)
     scorer = Scorer(load(tiny_lm_dir), AutoTokenizer.from_pretrained(tiny_lm_dir), items)
-    preds = [int(ok) ^ 1 for ok in scorer.evaluate().correct]   # gold is 0: a wrong answer means it picked 1
+    preds = [int(ok) ^ 1 for ok in scorer.accuracy().correct]   # gold is 0: a wrong answer means it picked 1
     labels = [p if i % 6 else 1 - p for i, p in enumerate(preds)]
     good = _write_piqa(base, 24, labels)
     bad = _write_piqa(tmp_path_factory.mktemp("hopeless"), 24, [1 - p for p in preds])
@@ -50,7 +50,7 @@ def _run(*args: str):
 
 def test_prune_end_to_end(tiny_lm_dir, data_dirs, tmp_path):
     out = tmp_path / "pruned"
-    result = _run("prune", tiny_lm_dir, "--num-blocks", "2", "--calib", "piqa:16", "--data-dir", data_dirs[0],
+    result = _run("prune", tiny_lm_dir, "--num-remove", "2", "--calib", "piqa:16", "--data-dir", data_dirs[0],
                   "--eval", "piqa", "--out", out, "--batch-size", "8")
     assert result.exit_code == 0, result.output
     assert "no local 'train' split" in result.output            # the fallback is announced
@@ -72,14 +72,14 @@ def test_prune_end_to_end(tiny_lm_dir, data_dirs, tmp_path):
     items = load_split("piqa", "validation", source="local", data_dir=data_dirs[0])
     doc_ids = record["calibration"]["draws"][0]["doc_ids"]
     scorer = Scorer(model, AutoTokenizer.from_pretrained(out), [items[i] for i in doc_ids])
-    assert scorer.evaluate().accuracy == pytest.approx(record["search"]["final"]["accuracy"])
+    assert scorer.accuracy().accuracy == pytest.approx(record["search"]["final"]["accuracy"])
 
 
 def test_both_engines_prune_the_same_blocks(tiny_lm_dir, data_dirs, tmp_path):
     records = {}
     for engine in ("fast", "reference"):
         out = tmp_path / engine
-        result = _run("prune", tiny_lm_dir, "--num-blocks", "2", "--calib", "piqa:16", "--data-dir", data_dirs[0],
+        result = _run("prune", tiny_lm_dir, "--num-remove", "2", "--calib", "piqa:16", "--data-dir", data_dirs[0],
                       "--engine", engine, "--out", out)
         assert result.exit_code == 0, result.output
         records[engine] = json.loads((out / "layershear.json").read_text())
@@ -108,7 +108,7 @@ def test_score_json_to_stdout(tiny_lm_dir, data_dirs):
 
 def test_export_and_eval_two_models(tiny_lm_dir, data_dirs, tmp_path):
     out = tmp_path / "drop1"
-    assert _run("export", tiny_lm_dir, "--drop", "1,3", "--out", out).exit_code == 0
+    assert _run("export", tiny_lm_dir, "--remove", "1,3", "--out", out).exit_code == 0
     assert load(out).config.num_hidden_layers == 2
     result = _run("eval", tiny_lm_dir, out, "--tasks", "piqa:10", "--data-dir", data_dirs[0], "--json", "-")
     assert result.exit_code == 0, result.output
@@ -128,7 +128,7 @@ def _assert_one_error_line(result, match: str):
     (["--ratio", "0"], "--ratio must be in (0, 1)"),
     (["--ratio", "1"], "--ratio must be in (0, 1)"),
     (["--ratio", "0.5", "--calib", "hellaswg:0.1"], "Unknown task 'hellaswg'. Did you mean: hellaswag?"),
-    (["--num-blocks", "4"], "Cannot remove 4 of 4 blocks"),
+    (["--num-remove", "4"], "Cannot remove 4 of 4 blocks"),
 ])
 def test_prune_bad_input(tiny_lm_dir, data_dirs, tmp_path, args, match):
     out = tmp_path / "out"
@@ -152,19 +152,19 @@ def test_existing_output_is_refused_and_untouched(tiny_lm_dir, data_dirs, tmp_pa
     result = _run("prune", tiny_lm_dir, "--ratio", "0.25", "--calib", "piqa:8", "--data-dir", data_dirs[0], "--out", out)
     _assert_one_error_line(result, "exists; pass --overwrite")
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    _assert_one_error_line(_run("export", tiny_lm_dir, "--drop", "1", "--out", out), "exists")
+    _assert_one_error_line(_run("export", tiny_lm_dir, "--remove", "1", "--out", out), "exists")
 
 
 def test_relevance_undefined_when_model_is_at_chance(tiny_lm_dir, data_dirs, tmp_path):
-    result = _run("prune", tiny_lm_dir, "--num-blocks", "1", "--calib", "piqa:16", "--data-dir", data_dirs[1],
+    result = _run("prune", tiny_lm_dir, "--num-remove", "1", "--calib", "piqa:16", "--data-dir", data_dirs[1],
                   "--out", tmp_path / "o")
     _assert_one_error_line(result, "not above random")
     assert not (tmp_path / "o").exists()
 
 
 def test_bad_drop_list(tiny_lm_dir, tmp_path):
-    _assert_one_error_line(_run("export", tiny_lm_dir, "--drop", "1,x", "--out", tmp_path / "o"), "comma-separated")
-    _assert_one_error_line(_run("export", tiny_lm_dir, "--drop", "9", "--out", tmp_path / "o"), "9")
+    _assert_one_error_line(_run("export", tiny_lm_dir, "--remove", "1,x", "--out", tmp_path / "o"), "comma-separated")
+    _assert_one_error_line(_run("export", tiny_lm_dir, "--remove", "9", "--out", tmp_path / "o"), "9")
 
 
 def test_push_to_hub_uses_create_repo_and_upload_folder(tiny_lm_dir, monkeypatch):
@@ -207,8 +207,8 @@ def test_checks_that_need_no_model_run_before_loading_it(tmp_path, data_dirs, mo
 
     monkeypatch.setattr(layershear.model.loading, "load_model", boom)
     base = ["prune", "any/model", "--calib", "piqa:8", "--data-dir", data_dirs[0], "--out", tmp_path / "o"]
-    _assert_one_error_line(_run(*base, "--ratio", "0.5", "--num-blocks", "2"), "exactly one of --ratio")
-    _assert_one_error_line(_run(*base, "--num-blocks", "0"), "--num-blocks must be >= 1")
+    _assert_one_error_line(_run(*base, "--ratio", "0.5", "--num-remove", "2"), "exactly one of --ratio")
+    _assert_one_error_line(_run(*base, "--num-remove", "0"), "--num-remove must be at least 1")
     _assert_one_error_line(_run(*base, "--ratio", "0.5", "--max-shard-size", "0GB"), "positive size")
     _assert_one_error_line(_run(*base, "--ratio", "0.5", "--eval", "hellaswg"), "Did you mean: hellaswag?")
     monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
@@ -229,7 +229,7 @@ def test_torchrun_two_processes_prune_the_same_blocks(tiny_lm_dir, data_dirs, tm
     import subprocess
     import sys
 
-    args = ["prune", str(tiny_lm_dir), "--num-blocks", "2", "--calib", "piqa:16", "--data-dir", str(data_dirs[0]),
+    args = ["prune", str(tiny_lm_dir), "--num-remove", "2", "--calib", "piqa:16", "--data-dir", str(data_dirs[0]),
             "--batch-size", "2", *mode]
     single = _run(*args, "--out", tmp_path / "one")
     assert single.exit_code == 0, single.output
@@ -257,7 +257,7 @@ def test_prune_by_a_baseline_metric(tiny_lm_dir, data_dirs, tmp_path):
     from layershear.scoring.baselines import calibration_texts, cosine_scores
 
     out = tmp_path / "cos"
-    result = _run("prune", tiny_lm_dir, "--num-blocks", "1", "--calib", "piqa:16", "--data-dir", data_dirs[0],
+    result = _run("prune", tiny_lm_dir, "--num-remove", "1", "--calib", "piqa:16", "--data-dir", data_dirs[0],
                   "--metric", "cosine", "--out", out)
     assert result.exit_code == 0, result.output
     record = json.loads((out / "layershear.json").read_text())
@@ -269,10 +269,10 @@ def test_prune_by_a_baseline_metric(tiny_lm_dir, data_dirs, tmp_path):
 
 
 def test_metric_option_errors(tiny_lm_dir, data_dirs, tmp_path):
-    result = _run("prune", tiny_lm_dir, "--num-blocks", "1", "--calib", "piqa:16", "--data-dir", data_dirs[0],
+    result = _run("prune", tiny_lm_dir, "--num-remove", "1", "--calib", "piqa:16", "--data-dir", data_dirs[0],
                   "--metric", "accuracy", "--one-shot", "--out", tmp_path / "x")
     assert result.exit_code == 2 and "--one-shot is for the baseline metrics" in result.output
-    result = _run("prune", tiny_lm_dir, "--num-blocks", "1", "--calib", "piqa:16", "--data-dir", data_dirs[0],
+    result = _run("prune", tiny_lm_dir, "--num-remove", "1", "--calib", "piqa:16", "--data-dir", data_dirs[0],
                   "--metric", "taylor", "--race", "--out", tmp_path / "x")
     assert result.exit_code == 2 and "--race, --beam and --compile apply to --metric accuracy" in result.output
     result = _run("analyze", tiny_lm_dir, "--calib", "piqa:16", "--tasks", "piqa:8", "--data-dir", data_dirs[0],

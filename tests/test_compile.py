@@ -33,7 +33,7 @@ def test_compiled_blocks_score_like_eager_ones(tiny_checkpoints):
     compiled = Scorer(compiled_model, CharTokenizer(), items, batch_size=4)
     for parent in (frozenset(), frozenset({2})):       # full forwards and cached-prefix child runs
         blocks = [b for b in range(6) if b not in parent]
-        got, want = compiled.evaluate_children(parent, blocks), eager.evaluate_children(parent, blocks)
+        got, want = compiled.children(parent, blocks), eager.children(parent, blocks)
         for b in blocks:
             torch.testing.assert_close(got[b].loglikelihoods, want[b].loglikelihoods, atol=1e-4, rtol=1e-5)
 
@@ -43,7 +43,7 @@ def test_prune_compile_flag(tiny_lm_dir, data_dirs, tmp_path):  # noqa: F811
     runs = {}
     for flag in ((), ("--compile",)):
         out = tmp_path / ("compiled" if flag else "eager")
-        result = _run("prune", tiny_lm_dir, "--num-blocks", "1", "--calib", "piqa:16", "--data-dir", data_dirs[0],
+        result = _run("prune", tiny_lm_dir, "--num-remove", "1", "--calib", "piqa:16", "--data-dir", data_dirs[0],
                       "--out", out, *flag)
         assert result.exit_code == 0, result.output
         runs[bool(flag)] = json.loads((out / "layershear.json").read_text())
@@ -55,7 +55,7 @@ def test_prune_compile_flag(tiny_lm_dir, data_dirs, tmp_path):  # noqa: F811
 
 
 def test_compile_is_for_accuracy_relevance(tiny_lm_dir, data_dirs, tmp_path):  # noqa: F811
-    result = _run("prune", tiny_lm_dir, "--num-blocks", "1", "--calib", "piqa:16", "--data-dir", data_dirs[0],
+    result = _run("prune", tiny_lm_dir, "--num-remove", "1", "--calib", "piqa:16", "--data-dir", data_dirs[0],
                   "--out", tmp_path / "out", "--metric", "cosine", "--compile")
     assert result.exit_code == 2
     assert "--race, --beam and --compile apply to --metric accuracy" in result.stderr

@@ -7,7 +7,7 @@ import torch
 from conftest import load
 
 from layershear.data.benchmarks import MCItem
-from layershear.engine.config import Engine
+from layershear.engine.config import EngineConfig
 from layershear.errors import ScoringError
 from layershear.model.arch import decoder_blocks
 from layershear.scoring.scorer import Scorer
@@ -45,40 +45,40 @@ def test_fast_children_equal_reference(tiny_checkpoints, name):
     # three greedy-like steps: a full caching pass, then caches derived from the previous step's
     for parent in (frozenset(), frozenset({2}), frozenset({2, 4}), frozenset({0, 2, 4})):
         blocks = [b for b in range(6) if b not in parent]
-        got, want = fast.evaluate_children(parent, blocks), ref.evaluate_children(parent, blocks)
+        got, want = fast.children(parent, blocks), ref.children(parent, blocks)
         for b in blocks:
             torch.testing.assert_close(got[b].loglikelihoods, want[b].loglikelihoods, atol=1e-4, rtol=1e-6)
             assert got[b].correct == want[b].correct
-    assert fast.stats.block_tokens < ref.stats.block_tokens
-    assert fast.stats.head_positions < ref.stats.head_positions
+    assert fast.engine.stats.block_tokens < ref.engine.stats.block_tokens
+    assert fast.engine.stats.head_positions < ref.engine.stats.head_positions
     assert len(decoder_blocks(model)) == 6           # every block is back after the hooks and drops
 
 
 @pytest.mark.parametrize("stack_tokens", [0, 16384])
 def test_block_skipping_saves_about_half_of_the_block_work(tiny_checkpoints, stack_tokens):
     model = load(tiny_checkpoints("llama"))
-    fast = Scorer(model, CharTokenizer(), _items(), batch_size=4, engine=Engine(stack_tokens=stack_tokens))
-    ref = Scorer(model, CharTokenizer(), _items(), batch_size=4, engine=Engine(skip_prefix=False))  # same layout
-    fast.evaluate_children(frozenset(), range(6))
-    ref.evaluate_children(frozenset(), range(6))
+    fast = Scorer(model, CharTokenizer(), _items(), batch_size=4, engine=EngineConfig(stack_tokens=stack_tokens))
+    ref = Scorer(model, CharTokenizer(), _items(), batch_size=4, engine=EngineConfig(skip_prefix=False))  # same layout
+    fast.children(frozenset(), range(6))
+    ref.children(frozenset(), range(6))
     # reference: 6 candidates x 5 blocks; fast: 1 capture pass x 6 blocks + sum over b of (blocks after b)
-    per_eval = ref.stats.padded_tokens // 6             # padded tokens of one pass over the calibration set
-    assert ref.stats.block_tokens == per_eval * 6 * 5
+    per_eval = ref.engine.stats.padded_tokens // 6             # padded tokens of one pass over the calibration set
+    assert ref.engine.stats.block_tokens == per_eval * 6 * 5
     # caching pass: 6 blocks; candidate b < 5 runs blocks b+1..5; the last block's candidate runs that block
     # alone with its output bypassed (only the final norm and LM head count), or, stacked, joins the
     # others after the last block
     last = 0 if stack_tokens else 1
-    assert fast.stats.block_tokens == per_eval * (6 + 5 + 4 + 3 + 2 + 1 + last)
-    assert fast.stats.stacked_runs == (6 if stack_tokens else 0)
+    assert fast.engine.stats.block_tokens == per_eval * (6 + 5 + 4 + 3 + 2 + 1 + last)
+    assert fast.engine.stats.stacked_runs == (6 if stack_tokens else 0)
     # the next step derives its cache from this one: dropping block 2 reruns only blocks 3-5
-    before = fast.stats.block_tokens
-    fast.evaluate_children(frozenset({2}), [0, 1, 3, 4, 5])
-    assert fast.stats.block_tokens - before == per_eval * (3 + 4 + 3 + 2 + 1 + last)
-    ref.evaluate_children(frozenset({2}), [0, 1, 3, 4, 5])
+    before = fast.engine.stats.block_tokens
+    fast.children(frozenset({2}), [0, 1, 3, 4, 5])
+    assert fast.engine.stats.block_tokens - before == per_eval * (3 + 4 + 3 + 2 + 1 + last)
+    ref.children(frozenset({2}), [0, 1, 3, 4, 5])
     for b in (0, 1, 3, 4, 5):
-        torch.testing.assert_close(fast.evaluate({2, b}).loglikelihoods, ref.evaluate({2, b}).loglikelihoods,
+        torch.testing.assert_close(fast.accuracy({2, b}).loglikelihoods, ref.accuracy({2, b}).loglikelihoods,
                                    atol=1e-4, rtol=1e-6)
-    assert fast.stats.cache_bytes > 0
+    assert fast.engine.stats.cache_bytes > 0
 
 
 def rigged_piqa(tiny_lm_dir):
@@ -93,7 +93,7 @@ def rigged_piqa(tiny_lm_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
     model = load(tiny_lm_dir)
     items = load_split("piqa", "validation", source="local")[:24]
-    probe = Scorer(model, tokenizer, items, engine="reference").evaluate()
+    probe = Scorer(model, tokenizer, items, engine="reference").accuracy()
     rigged = [MCItem(it.task, it.doc_id, it.contexts, it.continuations,
                      (it.gold if ok else 1 - it.gold) if k % 6 else (1 - it.gold if ok else it.gold), it.choice_lengths)
               for k, (it, ok) in enumerate(zip(items, probe.correct))]
@@ -123,12 +123,12 @@ def test_lm_head_sees_only_the_scored_positions(tiny_checkpoints):
     handle = model.get_output_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0].shape))
     try:
         fast = Scorer(model, CharTokenizer(), items, batch_size=4)
-        lls = fast.loglikelihoods()
+        lls = fast.engine.run()
     finally:
         handle.remove()
-    scored = sum(len(r.continuation_ids) for r in fast.requests)
-    assert sum(shape[0] * shape[1] for shape in seen) == scored == fast.stats.head_positions
-    ref = Scorer(model, CharTokenizer(), items, batch_size=4, engine="reference").loglikelihoods()
+    scored = sum(len(r.continuation_ids) for r in fast.engine.requests)
+    assert sum(shape[0] * shape[1] for shape in seen) == scored == fast.engine.stats.head_positions
+    ref = Scorer(model, CharTokenizer(), items, batch_size=4, engine="reference").engine.run()
     torch.testing.assert_close(lls, ref, atol=1e-4, rtol=1e-6)
 
 
@@ -143,12 +143,12 @@ def test_checkpointed_cache_gives_the_same_numbers_with_less_memory(tiny_checkpo
     ref = Scorer(model, CharTokenizer(), items, batch_size=4, engine="reference")
     for parent in (frozenset(), frozenset({3}), frozenset({1, 3}), frozenset({1, 3, 5})):
         blocks = [b for b in range(6) if b not in parent]
-        got, want = sparse.evaluate_children(parent, blocks), ref.evaluate_children(parent, blocks)
-        every.evaluate_children(parent, blocks)
+        got, want = sparse.children(parent, blocks), ref.children(parent, blocks)
+        every.children(parent, blocks)
         for b in blocks:
             torch.testing.assert_close(got[b].loglikelihoods, want[b].loglikelihoods, atol=1e-4, rtol=1e-6)
-    assert sparse.stats.cache_bytes < every.stats.cache_bytes
-    assert every.stats.block_tokens < sparse.stats.block_tokens < ref.stats.block_tokens
+    assert sparse.engine.stats.cache_bytes < every.engine.stats.cache_bytes
+    assert every.engine.stats.block_tokens < sparse.engine.stats.block_tokens < ref.engine.stats.block_tokens
 
 
 def test_cache_plan_follows_free_memory():

@@ -17,7 +17,7 @@ from layershear.export.card import RemovedBlock, render_model_card
 from layershear.export.exporter import Exporter
 from layershear.model.layer_config import prune_config
 from layershear.model.loading import resolve_checkpoint
-from layershear.model.surgery import drop_blocks
+from layershear.model.surgery import remove_blocks
 
 DROP = {1, 2}
 KEEP = [0, 3, 4, 5]
@@ -29,7 +29,7 @@ def test_export_equals_in_memory_drop(tiny_checkpoint, tmp_path: Path) -> None:
     source = load(path)
     pruned = load(out)
     ids = random_ids()  # longer than the sliding window, so a shifted pattern changes the logits
-    with torch.inference_mode(), drop_blocks(source, DROP):
+    with torch.inference_mode(), remove_blocks(source, DROP):
         expected = source(ids).logits
     with torch.inference_mode():
         torch.testing.assert_close(pruned(ids).logits, expected, atol=1e-5, rtol=1e-5)
@@ -75,7 +75,7 @@ def test_shifted_patterns_match_in_memory(name, drop, tiny_checkpoints, tmp_path
     path = tiny_checkpoints(name)
     out = Exporter(path).export(drop, tmp_path / "out")
     source, ids = load(path), random_ids()
-    with torch.inference_mode(), drop_blocks(source, drop):
+    with torch.inference_mode(), remove_blocks(source, drop):
         expected = source(ids).logits
         kept_types = list(source.config.layer_types)
     assert load(out).config.layer_types == kept_types

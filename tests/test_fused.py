@@ -127,13 +127,13 @@ def test_scorer_with_and_without_fused_norms_agree(tiny_checkpoints):
     eager = Scorer(model, CharTokenizer(), _items(9), batch_size=4,
                    engine=dataclasses.replace(ENGINES["fast"], fused_kernels=False))
     reference = Scorer(model, CharTokenizer(), _items(9), batch_size=4, engine="reference")
-    assert len(fused.fusion.norms) == 25 and len(fused.fusion.rotary) == 1
-    assert eager.fusion == Fusion() and reference.fusion == Fusion()
+    assert len(fused.engine.fusion.norms) == 25 and len(fused.engine.fusion.rotary) == 1
+    assert eager.engine.fusion == Fusion() and reference.engine.fusion == Fusion()
     for parent in (frozenset(), frozenset({3})):
-        got, want = fused.evaluate_children(parent, [0, 5]), eager.evaluate_children(parent, [0, 5])
+        got, want = fused.children(parent, [0, 5]), eager.children(parent, [0, 5])
         for b in (0, 5):
             torch.testing.assert_close(got[b].loglikelihoods, want[b].loglikelihoods, atol=1e-5, rtol=1e-6)
-            torch.testing.assert_close(got[b].loglikelihoods, reference.evaluate(parent | {b}).loglikelihoods,
+            torch.testing.assert_close(got[b].loglikelihoods, reference.accuracy(parent | {b}).loglikelihoods,
                                        atol=1e-4, rtol=1e-6)
 
 

@@ -23,7 +23,7 @@ def test_fast_engine_on_cuda_matches_the_reference(tiny_checkpoints, name):
         fast = Scorer(model, CharTokenizer(), items, batch_size=4, cache_plan=plan)
         for parent in (frozenset(), frozenset({2})):
             blocks = [b for b in range(6) if b not in parent]
-            got, want = fast.evaluate_children(parent, blocks), ref.evaluate_children(parent, blocks)
+            got, want = fast.children(parent, blocks), ref.children(parent, blocks)
             for b in blocks:      # fp32 on CUDA: TF32 is off by default for matmuls in PyTorch
                 torch.testing.assert_close(got[b].loglikelihoods, want[b].loglikelihoods, atol=1e-3, rtol=1e-5)
 
@@ -31,8 +31,8 @@ def test_fast_engine_on_cuda_matches_the_reference(tiny_checkpoints, name):
 def test_bf16_on_cuda_stays_close_to_fp32(tiny_checkpoints):
     model = load(tiny_checkpoints("llama")).cuda()
     items = _items(12)
-    fp32 = Scorer(model, CharTokenizer(), items, batch_size=4).evaluate({1}).loglikelihoods
-    bf16 = Scorer(model.to(torch.bfloat16), CharTokenizer(), items, batch_size=4).evaluate({1}).loglikelihoods
+    fp32 = Scorer(model, CharTokenizer(), items, batch_size=4).accuracy({1}).loglikelihoods
+    bf16 = Scorer(model.to(torch.bfloat16), CharTokenizer(), items, batch_size=4).accuracy({1}).loglikelihoods
     assert (fp32 - bf16).abs().max() < 0.5      # nats; bf16 keeps 8 mantissa bits
 
 

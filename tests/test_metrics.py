@@ -9,7 +9,8 @@ import torch
 
 from layershear.data.benchmarks import MCItem
 from layershear.errors import ScoringError
-from layershear.scoring.accuracy import correct, item_scores, relevance, relevance_or_none, stderr
+from layershear.scoring.accuracy import correct, item_scores, stderr
+from layershear.scoring.relevance import relevance, relevance_or_none
 
 
 def _item(lengths, gold=0, task="arc_easy"):
@@ -21,8 +22,8 @@ def test_acc_and_acc_norm_disagree_as_computed_by_hand():
     # choice 0: ll -4 over 2 chars (-2.0/char); choice 1: ll -3 over 6 chars (-0.5/char)
     item = _item([2, 6], gold=0)
     lls = torch.tensor([-4.0, -3.0], dtype=torch.float64)
-    acc = item_scores([item], lls, metrics=["acc"])[0]
-    norm = item_scores([item], lls, metrics=["acc_norm"])[0]
+    acc = item_scores([item], lls, measures=["acc"])[0]
+    norm = item_scores([item], lls, measures=["acc_norm"])[0]
     assert acc.tolist() == [-4.0, -3.0]
     assert norm.tolist() == [-2.0, -0.5]
     assert correct([item], [acc]).tolist() == [False]       # argmax ll = 1 != gold
@@ -33,16 +34,16 @@ def test_acc_and_acc_norm_disagree_as_computed_by_hand():
 def test_ties_go_to_first_index_like_numpy_argmax():
     items = [_item([1, 1], gold=0), _item([1, 1], gold=1)]
     lls = torch.tensor([-1.0, -1.0, -1.0, -1.0], dtype=torch.float64)
-    scores = item_scores(items, lls, metrics=["acc", "acc"])
+    scores = item_scores(items, lls, measures=["acc", "acc"])
     assert correct(items, scores).tolist() == [True, False]
 
 
 def test_item_scores_rejects_bad_input():
     item = _item([1, 1])
-    with pytest.raises(ScoringError, match="Unknown metric 'f1'"):
-        item_scores([item], torch.zeros(2, dtype=torch.float64), metrics=["f1"])
+    with pytest.raises(ScoringError, match="Unknown measure 'f1'"):
+        item_scores([item], torch.zeros(2, dtype=torch.float64), measures=["f1"])
     with pytest.raises(ScoringError, match="3 log-likelihoods"):
-        item_scores([item], torch.zeros(3, dtype=torch.float64), metrics=["acc"])
+        item_scores([item], torch.zeros(3, dtype=torch.float64), measures=["acc"])
 
 
 def test_relevance_formula():

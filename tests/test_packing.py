@@ -8,9 +8,10 @@ from conftest import ARCHS, byte_tokenizer, load
 from test_engine import CharTokenizer
 
 from layershear.data.benchmarks import MCItem, find_data_dir, load_split
-from layershear.engine.config import Engine, FlopModel
-from layershear.engine.forward import EncodedRequest, encode_requests
+from layershear.engine.config import EngineConfig
 from layershear.engine.packing import _allowed, pack_requests, packable
+from layershear.engine.requests import EncodedRequest, encode_requests
+from layershear.engine.work import FlopModel
 from layershear.scoring.scorer import Scorer
 
 
@@ -87,9 +88,9 @@ def _items(n: int = 6) -> list[MCItem]:
 
 
 LAYOUTS = {
-    "share": Engine(skip_prefix=False, pack=False),
-    "pack": Engine(skip_prefix=False, share_context=False, row_tokens=40),
-    "share+pack, several rows": Engine(skip_prefix=False, row_tokens=40),
+    "share": EngineConfig(skip_prefix=False, pack=False),
+    "pack": EngineConfig(skip_prefix=False, share_context=False, row_tokens=40),
+    "share+pack, several rows": EngineConfig(skip_prefix=False, row_tokens=40),
 }
 
 
@@ -98,22 +99,22 @@ def test_packed_layouts_equal_lm_eval_layout(tiny_checkpoints, name):
     model = load(tiny_checkpoints(name))
     assert packable(model)
     items = _items()
-    ref = Scorer(model, CharTokenizer(), items, batch_size=2, engine="reference", max_length=24).evaluate({1})
+    ref = Scorer(model, CharTokenizer(), items, batch_size=2, engine="reference", max_length=24).accuracy({1})
     for label, engine in LAYOUTS.items():
         scorer = Scorer(model, CharTokenizer(), items, batch_size=2, engine=engine, max_length=24)
-        got = scorer.evaluate({1})
+        got = scorer.accuracy({1})
         torch.testing.assert_close(got.loglikelihoods, ref.loglikelihoods, atol=1e-4, rtol=1e-6, msg=label)
         assert got.correct == ref.correct
-    assert scorer.stats.real_tokens < Scorer(model, CharTokenizer(), items, engine="reference").num_tokens
+    assert scorer.engine.stats.real_tokens < Scorer(model, CharTokenizer(), items, engine="reference").engine.num_tokens
 
 
 def test_unknown_architecture_falls_back_to_the_lm_eval_layout(tiny_checkpoints, monkeypatch, caplog):
     model = load(tiny_checkpoints("llama"))
     monkeypatch.setattr(model.config, "model_type", "some_new_llm")
     scorer = Scorer(model, CharTokenizer(), _items(), batch_size=2)
-    assert not scorer.packed and "scoring unpacked" in caplog.text
+    assert not scorer.engine.packed and "scoring unpacked" in caplog.text
     ref = Scorer(model, CharTokenizer(), _items(), batch_size=2, engine="reference")
-    torch.testing.assert_close(scorer.evaluate().loglikelihoods, ref.evaluate().loglikelihoods, atol=1e-4, rtol=1e-6)
+    torch.testing.assert_close(scorer.accuracy().loglikelihoods, ref.accuracy().loglikelihoods, atol=1e-4, rtol=1e-6)
 
 
 def test_padding_under_ten_percent_on_the_shared_benchmark_mix():
@@ -137,6 +138,6 @@ def test_automatic_row_width_has_the_fewest_counted_flops(tiny_checkpoints):
     auto = Scorer(model, CharTokenizer(), _items(), batch_size=2)
     costs = {}
     for width in (0, 256, 512, 1024, 2048):
-        fixed = Scorer(model, CharTokenizer(), _items(), batch_size=2, engine=Engine(row_tokens=width))
-        costs[width] = FlopModel.of(model).pass_flops(fixed._shapes, 6)
-    assert auto.row_tokens == min(costs, key=lambda w: (costs[w], w))
+        fixed = Scorer(model, CharTokenizer(), _items(), batch_size=2, engine=EngineConfig(row_tokens=width))
+        costs[width] = FlopModel.of(model).pass_flops(fixed.engine._shapes, 6)
+    assert auto.engine.row_tokens == min(costs, key=lambda w: (costs[w], w))

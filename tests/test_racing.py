@@ -51,7 +51,7 @@ def test_race_stops_dropped_candidates_and_scores_the_rest_exactly(tiny_checkpoi
     items = _items(24)
     exact = Scorer(model, CharTokenizer(), items, batch_size=4, engine=engine)
     raced = Scorer(model, CharTokenizer(), items, batch_size=4, engine=engine, race=RaceSettings(slices=4))
-    assert sorted(b for sl in raced.slice_batches for b in sl) == list(range(len(raced.batches)))
+    assert sorted(b for sl in raced.engine.slice_batches for b in sl) == list(range(len(raced.engine.batches)))
 
     looks = []
 
@@ -60,17 +60,17 @@ def test_race_stops_dropped_candidates_and_scores_the_rest_exactly(tiny_checkpoi
         return {b for b in correct if b in (0, 2)} if len(looks) == 1 else set()
 
     monkeypatch.setattr(scorer_module, "eliminated", drop_block_0_and_2)
-    got, want = raced.evaluate_children(frozenset(), range(6)), exact.evaluate_children(frozenset(), range(6))
+    got, want = raced.children(frozenset(), range(6)), exact.children(frozenset(), range(6))
     first_slice = sum(1 for s in raced.item_slice if s == 0)
     assert looks[0] == first_slice and len(looks) == 3           # looks after slices 1-3, none after the last
     for b in (0, 2):
         assert not got[b].exact and got[b].sequences == sum(items[i].num_choices for i, s in
                                                             enumerate(raced.item_slice) if s == 0)
     for b in (1, 3, 4, 5):
-        assert got[b].exact and got[b].sequences == len(raced.requests)
+        assert got[b].exact and got[b].sequences == len(raced.engine.requests)
         torch.testing.assert_close(got[b].loglikelihoods, want[b].loglikelihoods, atol=1e-4, rtol=1e-6)
         assert got[b].accuracy == want[b].accuracy
-    assert raced.stats.block_tokens < exact.stats.block_tokens + exact.stats.block_tokens // 4
+    assert raced.engine.stats.block_tokens < exact.engine.stats.block_tokens + exact.engine.stats.block_tokens // 4
 
 
 def _rigged(model, items):
@@ -80,7 +80,7 @@ def _rigged(model, items):
     from layershear.scoring.accuracy import item_scores
 
     scorer = Scorer(model, CharTokenizer(), items)
-    picks = [int(s.argmax()) for s in item_scores(items, scorer.loglikelihoods(), metrics=scorer.metrics)]
+    picks = [int(s.argmax()) for s in item_scores(items, scorer.engine.run(), measures=scorer.measures)]
     return [dataclasses.replace(it, gold=p if i % 4 else (p + 1) % 3) for i, (it, p) in enumerate(zip(items, picks))]
 
 

@@ -7,7 +7,7 @@ import torch
 from conftest import load
 
 from layershear.data.benchmarks import find_data_dir, load_split
-from layershear.engine.forward import encode_requests
+from layershear.engine.requests import encode_requests
 from layershear.errors import LayershearError
 from layershear.export.exporter import Exporter
 from layershear.scoring.scorer import Scorer
@@ -51,14 +51,14 @@ def test_scorer_equals_per_example_reference(tiny_lm_dir, tmp_path, items, drop)
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
     model = load(tiny_lm_dir)
     scorer = Scorer(model, tokenizer, items, batch_size=4)
-    lls = scorer.loglikelihoods(drop)
+    lls = scorer.engine.run(drop)
     ref_dir = tiny_lm_dir if not drop else Exporter(tiny_lm_dir).export(drop, tmp_path / "pruned")
     ref = torch.tensor(_reference_lls(load(ref_dir), tokenizer, items), dtype=torch.float64)
     torch.testing.assert_close(lls, ref, atol=1e-4, rtol=1e-6)
-    ev = scorer.evaluate(drop)
+    ev = scorer.accuracy(drop)
     # the same per-item decision from the reference numbers
     k, expected = 0, []
-    for item, metric in zip(items, scorer.metrics):
+    for item, metric in zip(items, scorer.measures):
         s = ref[k:k + item.num_choices]
         if metric == "acc_norm":
             s = s / torch.tensor(item.choice_lengths, dtype=torch.float64)
@@ -66,7 +66,7 @@ def test_scorer_equals_per_example_reference(tiny_lm_dir, tmp_path, items, drop)
         k += item.num_choices
     assert list(ev.correct) == expected
     assert ev.accuracy == pytest.approx(sum(expected) / len(expected))
-    assert scorer.metrics[:5] == ["acc_norm"] * 5 and scorer.metrics[10:15] == ["acc"] * 5   # arc / winogrande
+    assert scorer.measures[:5] == ["acc_norm"] * 5 and scorer.measures[10:15] == ["acc"] * 5   # arc / winogrande
 
 
 def test_batch_size_does_not_change_fp32_results(tiny_lm_dir, items):
@@ -74,8 +74,8 @@ def test_batch_size_does_not_change_fp32_results(tiny_lm_dir, items):
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
     model = load(tiny_lm_dir)
-    a = Scorer(model, tokenizer, items, batch_size=1).loglikelihoods()
-    b = Scorer(model, tokenizer, items, batch_size=7).loglikelihoods()
+    a = Scorer(model, tokenizer, items, batch_size=1).engine.run()
+    b = Scorer(model, tokenizer, items, batch_size=7).engine.run()
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-6)
 
 
@@ -84,8 +84,8 @@ def test_evaluations_are_memoised_and_restore_the_model(tiny_lm_dir, items):
 
     model = load(tiny_lm_dir)
     scorer = Scorer(model, AutoTokenizer.from_pretrained(tiny_lm_dir), items[:4], batch_size=8)
-    first = scorer.evaluate({1})
-    assert scorer.evaluate([1]) is first and scorer.num_evaluations == 1
+    first = scorer.accuracy({1})
+    assert scorer.accuracy([1]) is first and scorer.models_scored == 1
     assert model.config.num_hidden_layers == 4 and len(model.model.layers) == 4
 
 
@@ -100,7 +100,7 @@ def test_truncation_and_empty_context(tiny_lm_dir):
     assert requests[0].context_ids == (tokenizer.bos_token_id,)      # empty context -> prefix token
     assert tokenizer.decode(list(requests[1].continuation_ids)) == "  no"   # trailing space moved over
     scorer = Scorer(load(tiny_lm_dir), tokenizer, [item], max_length=16)
-    assert torch.isfinite(scorer.loglikelihoods()).all()
+    assert torch.isfinite(scorer.engine.run()).all()
 
 
 def test_empty_calibration_set_is_an_error(tiny_lm_dir):
@@ -120,7 +120,7 @@ def test_continuation_longer_than_max_length_is_an_error(tiny_lm_dir):
 
 
 def test_default_max_length_follows_the_model_config(tiny_checkpoints):
-    from layershear.engine.forward import default_max_length
+    from layershear.engine.requests import default_max_length
 
     assert default_max_length(load(tiny_checkpoints("gpt2"))) == 64          # n_positions
     assert default_max_length(load(tiny_checkpoints("llama"))) == 2048       # max_position_embeddings

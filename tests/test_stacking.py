@@ -8,13 +8,13 @@ from conftest import load
 from test_engine import CharTokenizer, _items
 from test_step_reuse import _plan, _steps
 
-from layershear.engine.config import Engine
+from layershear.engine.config import EngineConfig
 from layershear.engine.stacking import StackMember, _repeat, stack_groups, stacking
-from layershear.model.surgery import drop_blocks
+from layershear.model.surgery import remove_blocks
 from layershear.scoring.scorer import Scorer
 
-ONE_AT_A_TIME = Engine(step_reuse=False, stack_tokens=0)
-STACKED = Engine(step_reuse=False)
+ONE_AT_A_TIME = EngineConfig(step_reuse=False, stack_tokens=0)
+STACKED = EngineConfig(step_reuse=False)
 
 
 @pytest.mark.parametrize("name", ["llama", "gpt2", "gpt_neox", "gemma2_old", "gemma3_text", "qwen2_swa", "phi3", "olmo2"])
@@ -24,27 +24,27 @@ def test_stacked_candidates_equal_one_at_a_time(tiny_checkpoints, name):
     single = Scorer(model, CharTokenizer(), _items(9), batch_size=4, engine=ONE_AT_A_TIME)
     for parent in (frozenset(), frozenset({2}), frozenset({2, 5})):
         blocks = [b for b in range(6) if b not in parent]
-        got, want = stacked.evaluate_children(parent, blocks), single.evaluate_children(parent, blocks)
+        got, want = stacked.children(parent, blocks), single.children(parent, blocks)
         for b in blocks:
             torch.testing.assert_close(got[b].loglikelihoods, want[b].loglikelihoods, atol=1e-5, rtol=1e-6)
             assert got[b].correct == want[b].correct
-    assert stacked.stats.stacked_runs == 6 + 5 + 4 and single.stats.stacked_runs == 0
-    assert stacked.stats.forward_passes < single.stats.forward_passes / 3
+    assert stacked.engine.stats.stacked_runs == 6 + 5 + 4 and single.engine.stats.stacked_runs == 0
+    assert stacked.engine.stats.forward_passes < single.engine.stats.forward_passes / 3
     # the same block-tokens, less the one-block runs of each step's last candidate (run, then bypassed)
-    per_eval = sum(s.rows * s.width for s in single.batch_shapes)
-    assert single.stats.block_tokens - stacked.stats.block_tokens == 3 * per_eval
+    per_eval = sum(s.rows * s.width for s in single.engine.batch_shapes)
+    assert single.engine.stats.block_tokens - stacked.engine.stats.block_tokens == 3 * per_eval
 
 
 def test_step_reuse_states_stored_inside_stacks(tiny_checkpoints):
     model = load(tiny_checkpoints("llama"))
     stacked = Scorer(model, CharTokenizer(), _items(9), batch_size=4, cache_plan=_plan())   # the default engine
-    assert stacked.engine.stack_tokens and stacked.step_reuse is not None
+    assert stacked.engine.config.stack_tokens and stacked.engine.step_reuse is not None
     single = Scorer(model, CharTokenizer(), _items(9), batch_size=4, engine=ONE_AT_A_TIME)
     for (_, got), (_, want) in zip(_steps(stacked), _steps(single)):
         for b, ev in got.items():
             torch.testing.assert_close(ev.loglikelihoods, want[b].loglikelihoods, atol=1e-5, rtol=1e-6)
-    assert stacked.stats.stacked_runs > 0 and stacked.stats.reused_runs > 0
-    assert stacked.stats.block_tokens < single.stats.block_tokens
+    assert stacked.engine.stats.stacked_runs > 0 and stacked.engine.stats.reused_runs > 0
+    assert stacked.engine.stats.block_tokens < single.engine.stats.block_tokens
 
 
 def test_groups_are_consecutive_and_bounded_by_tokens():
@@ -69,6 +69,6 @@ def test_only_batch_major_tensors_are_repeated():
 def test_a_stack_needs_a_member_at_the_first_block(tiny_checkpoints):
     model = load(tiny_checkpoints("llama"))
     member = StackMember(3, lambda batch: torch.zeros(1, 4, 8))
-    with drop_blocks(model, {0, 1}), pytest.raises(ValueError, match="first kept block"):
+    with remove_blocks(model, {0, 1}), pytest.raises(ValueError, match="first kept block"):
         with stacking(model, [2, 3, 4, 5], [member]):
             pass

@@ -1,4 +1,4 @@
-"""drop_blocks: in-memory removal matches a model built without the blocks, and restores everything."""
+"""remove_blocks: in-memory removal matches a model built without the blocks, and restores everything."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from conftest import ARCHS, load, random_ids
 
 from layershear.errors import LayershearError
 from layershear.model.arch import decoder_blocks
-from layershear.model.surgery import drop_blocks
+from layershear.model.surgery import remove_blocks
 
 
 def _layer_idxs(model: torch.nn.Module) -> list[tuple[str, int]]:
@@ -40,7 +40,7 @@ def test_context_matches_model_built_without_blocks(name: str, models) -> None:
         small_config.max_window_layers = sum(i < model.config.max_window_layers for i in keep)
     small = type(model)(small_config).eval()
     state = model.state_dict()
-    with drop_blocks(model, {1, 2}) as pruned:
+    with remove_blocks(model, {1, 2}) as pruned:
         small.load_state_dict(pruned.state_dict())
         ids = random_ids()
         torch.testing.assert_close(pruned(ids).logits, small(ids).logits, atol=1e-5, rtol=1e-5)
@@ -55,7 +55,7 @@ def test_restores_logits_config_and_layer_idx(name: str, models) -> None:
         before_logits = model(ids).logits
     before_config, before_idx = model.config.to_dict(), _layer_idxs(model)
     blocks = decoder_blocks(model)
-    with drop_blocks(model, [4, 1]) as pruned:
+    with remove_blocks(model, [4, 1]) as pruned:
         assert pruned is model
         assert len(decoder_blocks(model)) == 4 and model.config.num_hidden_layers == 4
         if getattr(model.config, "layer_types", None) is not None:
@@ -74,7 +74,7 @@ def test_restores_after_exception(models) -> None:
     model = models("qwen2_swa")
     before_config, before_idx, blocks = model.config.to_dict(), _layer_idxs(model), decoder_blocks(model)
     with pytest.raises(RuntimeError, match="boom"):
-        with drop_blocks(model, {0, 5}):
+        with remove_blocks(model, {0, 5}):
             raise RuntimeError("boom")
     assert decoder_blocks(model) is blocks
     assert model.config.to_dict() == before_config and _layer_idxs(model) == before_idx
@@ -84,7 +84,7 @@ def test_restores_after_exception(models) -> None:
 def test_generation_with_cache_inside_context(name: str, models) -> None:
     model = models(name)
     ids = random_ids(batch=1, seq_len=6)
-    with drop_blocks(model, {1, 2}):
+    with remove_blocks(model, {1, 2}):
         kw = dict(max_new_tokens=8, do_sample=False, pad_token_id=0)
         cached = model.generate(ids, use_cache=True, **kw)
         uncached = model.generate(ids, use_cache=False, **kw)
@@ -99,12 +99,12 @@ def test_bad_indices(drop, match: str, models) -> None:
     model = models("llama")
     blocks = decoder_blocks(model)
     with pytest.raises(LayershearError, match=match):
-        with drop_blocks(model, drop):
+        with remove_blocks(model, drop):
             pass
     assert decoder_blocks(model) is blocks and model.config.num_hidden_layers == 6
 
 
 def test_empty_drop_is_a_no_op(models) -> None:
     model = models("llama")
-    with drop_blocks(model, []) as same:
+    with remove_blocks(model, []) as same:
         assert len(decoder_blocks(same)) == 6

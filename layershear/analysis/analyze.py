@@ -16,7 +16,7 @@ from typing import Any
 
 from layershear.analysis.statistics import correlation, misjudgment, rank_confusion, task_dependence
 from layershear.data.benchmarks import MCItem
-from layershear.engine.config import Engine
+from layershear.engine.config import EngineConfig
 from layershear.scoring.baselines import calibration_texts, cosine_scores
 from layershear.scoring.scorer import ProgressFn, Scorer
 from layershear.search import GreedyPruner
@@ -73,7 +73,7 @@ class Analysis:
 
 def analyze(model, tokenizer, calib_items: Sequence[MCItem], eval_tasks: Mapping[str, Sequence[MCItem]], *,
             max_remove: int, batch_size: int = 16, max_length: int | None = None, add_bos: bool = False,
-            engine: str | Engine = "fast", on_stage: StageFn | None = None,
+            acc_norm: bool | None = None, engine: str | EngineConfig = "fast", on_stage: StageFn | None = None,
             on_progress: ProgressFn | None = None) -> Analysis:
     """Run every metric and comparison (see the module docstring).
 
@@ -81,8 +81,9 @@ def analyze(model, tokenizer, calib_items: Sequence[MCItem], eval_tasks: Mapping
         calib_items: the calibration set D (accuracy relevance and the baselines' texts).
         eval_tasks: task -> held-out documents (accuracy drops, pruning curves).
         max_remove: blocks removed at the end of each pruning curve.
+        acc_norm: score every task by acc_norm / acc (None = lm-eval's choice per task).
         on_stage: called with a description when a stage starts; on_progress: after every forward
-            pass of an accuracy evaluation (:data:`layershear.scoring.scorer.ProgressFn`).
+            pass of the log-likelihood engine (:data:`layershear.engine.loglikelihood.ProgressFn`).
 
     Raises:
         ScoringError: the model is not above chance on D (relevance undefined); LayershearError
@@ -90,7 +91,7 @@ def analyze(model, tokenizer, calib_items: Sequence[MCItem], eval_tasks: Mapping
     """
     stage = on_stage or (lambda _s: None)
     kw = {"batch_size": batch_size, "max_length": max_length, "add_bos": add_bos, "engine": engine,
-          "on_progress": on_progress}
+          "acc_norm": acc_norm, "on_progress": on_progress}
     text_kw = {"batch_size": batch_size, "max_length": max_length or 2048}
     texts = calibration_texts(calib_items)
 
@@ -105,8 +106,8 @@ def analyze(model, tokenizer, calib_items: Sequence[MCItem], eval_tasks: Mapping
     stage("accuracy drop of every block on the eval documents")
     eval_items = [it for items in eval_tasks.values() for it in items]
     held_out = Scorer(model, tokenizer, eval_items, **kw)
-    full = held_out.evaluate()
-    children = held_out.evaluate_children(frozenset(), range(num_blocks))
+    full = held_out.accuracy()
+    children = held_out.children(frozenset(), range(num_blocks))
     tasks = list(full.accuracy_by_task)
     drop = {b: full.accuracy - ev.accuracy for b, ev in children.items()}
     drop_by_task = {t: {b: full.accuracy_by_task[t] - ev.accuracy_by_task[t] for b, ev in children.items()} for t in tasks}
@@ -121,10 +122,10 @@ def analyze(model, tokenizer, calib_items: Sequence[MCItem], eval_tasks: Mapping
         if metric == "accuracy":
             orders[metric] = list(GreedyPruner(calib).prune(max_remove).removed)
         else:
-            orders[metric] = list(remove_by_metric(metric, model, tokenizer, texts, num_drop=max_remove,
+            orders[metric] = list(remove_by_metric(metric, model, tokenizer, texts, num_remove=max_remove,
                                                    num_blocks=num_blocks, iterative=metric in ITERATIVE_BY_DEFAULT,
                                                    **text_kw).removed)
-        curves[metric] = [(k, held_out.evaluate(orders[metric][:k]).accuracy) for k in range(max_remove + 1)]
+        curves[metric] = [(k, held_out.accuracy(orders[metric][:k]).accuracy) for k in range(max_remove + 1)]
 
     out = Analysis(num_blocks, tasks, scores, drop, drop_by_task, cosine_by_task, dict(full.accuracy_by_task),
                    dict(full.random_by_task), full.random, orders, curves)

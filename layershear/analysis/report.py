@@ -1,11 +1,9 @@
-"""The files of `layershear analyze`: report.json, PNG figures, report.html, and the terminal summary."""
+"""The files of `layershear analyze`: report.json, PNG figures and report.html."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-
-from rich.table import Table
 
 from layershear.analysis.analyze import Analysis
 from layershear.analysis.html import write_report
@@ -68,22 +66,3 @@ def write_analysis(a: Analysis, out_dir: Path, *, record: dict[str, Any], title:
     ]
     html = write_report(out_dir, title=title, summary=summary, tables=tables, images=[(caption, name) for name, caption in FIGURES.items()])
     return [*paths, html]
-
-
-def summary_table(a: Analysis) -> Table:
-    """One screen for the terminal: the comparisons and the end of every pruning curve."""
-    table = Table(title="layershear analyze")
-    table.add_column("what")
-    table.add_column("value", justify="right")
-    pooled = a.correlations["cosine_vs_drop_pooled"]
-    table.add_row("Pearson R cosine vs accuracy drop (pooled)", _num(pooled["pearson_r"]))
-    for t, c in a.correlations["cosine_vs_drop_by_task"].items():
-        table.add_row(f"  {t}", _num(c["pearson_r"]))
-    table.add_row("misjudgment / major-misjudgment rate", f"{_pct(a.misjudgment['rate'])}% / {_pct(a.misjudgment['major_rate'])}%")
-    td = a.task_dependence
-    table.add_row("task variance of z-scored drop vs cosine (mean)",
-                  f"{_num(td['mean_accuracy_variance'])} vs {_num(td['mean_cosine_variance'])}")
-    table.add_row("Wilcoxon p (drop varies more)", _num(td["p_value"], ".3g"))
-    for m, c in a.curves.items():
-        table.add_row(f"eval acc after {c[-1][0]} removed by {m}", f"{_pct(c[-1][1])}%")
-    return table

@@ -19,6 +19,7 @@ import numpy as np
 from scipy import stats
 
 from layershear.errors import LayershearError
+from layershear.search.baseline import least_important_order
 
 NAN = float("nan")
 
@@ -115,18 +116,6 @@ def correlation(x: Mapping[int, float], y: Mapping[int, float]) -> Correlation:
         pr, pp = stats.pearsonr(xs, ys)
         sr, sp = stats.spearmanr(xs, ys)
     return Correlation(float(pr), float(pp), float(sr), float(sp), n)
-
-
-def least_important_order(scores: Mapping[int, float]) -> list[int]:
-    """Blocks from least to most important: ascending score, ties broken by block index.
-
-    Raises:
-        LayershearError: a score is NaN or infinite (it has no place in an order).
-    """
-    bad = sorted(b for b, s in scores.items() if not math.isfinite(s))
-    if bad:
-        raise LayershearError(f"Scores of blocks {bad} are not finite; drop those blocks before ranking")
-    return sorted(scores, key=lambda b: (scores[b], b))
 
 
 def _ranks(scores: Mapping[int, float], blocks: list[int]) -> dict[int, int]:

@@ -1,15 +1,19 @@
-"""Rich rendering for the CLI: progress bars with ETA and result tables. Only the CLI imports this."""
+"""Rich rendering for the CLI: progress bars with ETA, plan lines and result tables. Only the CLI imports this."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from layershear.analysis.analyze import Analysis
+from layershear.pipeline.run import PruneEvent
+from layershear.scoring.accuracy import ModelAccuracy
 from layershear.scoring.evaluation import TaskResult
-from layershear.scoring.relevance import BlockScore, Evaluation
+from layershear.scoring.relevance import BlockScore
 from layershear.search.beam import rank_key
 from layershear.search.result import SearchResult
 
@@ -24,6 +28,29 @@ def progress() -> Progress:
                     console=ERR, transient=False)
 
 
+@contextmanager
+def reporting() -> Iterator:
+    """A progress display for :class:`layershear.pipeline.run.PruneEvent`: yields ``on_event``.
+
+    ``stage`` events reset the bar (description, total), ``progress`` events advance it, ``info``
+    lines print above it and ``note`` lines print in yellow.
+    """
+    with progress() as bar:
+        task_id = bar.add_task("starting", total=None)
+
+        def on_event(event: PruneEvent) -> None:
+            if event.kind == "stage":
+                bar.reset(task_id, description=event.text, total=event.total)
+            elif event.kind == "progress":
+                bar.update(task_id, advance=event.count)
+            elif event.kind == "note":
+                bar.console.print(f"note: {event.text}", style="yellow", markup=False, soft_wrap=True)
+            else:
+                bar.console.print(event.text, markup=False, soft_wrap=True)
+        yield on_event
+        bar.update(task_id, description="done")
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}"
 
@@ -32,7 +59,7 @@ def _rel(x: float | None) -> str:
     return "n/a" if x is None else f"{x:+.4f}"
 
 
-def relevance_table(scores: Sequence[BlockScore], parent: Evaluation, *, title: str) -> Table:
+def relevance_table(scores: Sequence[BlockScore], parent: ModelAccuracy, *, title: str) -> Table:
     """One row per block: relevance, accuracy without it, per-task accuracy without it (in %)."""
     tasks = list(parent.accuracy_by_task)
     table = Table(title=title, caption=f"full model: acc {_pct(parent.accuracy)}%, r(D) {_pct(parent.random)}%")
@@ -50,7 +77,7 @@ def steps_table(result: SearchResult) -> Table:
     """Removal order: step, original block index, its relevance when removed, accuracy after removal."""
     tasks = list(result.full.accuracy_by_task)
     table = Table(title=f"Removed {len(result.removed)} of {result.num_blocks} blocks "
-                        f"({'greedy' if result.beam_width == 1 else f'beam width {result.beam_width}'})",
+                        f"({'greedy' if result.width == 1 else f'beam width {result.width}'})",
                   caption=f"calibration acc: full {_pct(result.full.accuracy)}% -> pruned {_pct(result.final.accuracy)}%"
                           f" (r(D) {_pct(result.full.random)}%)")
     for col in ["step", "block", "relevance", "acc %", *tasks]:
@@ -65,18 +92,41 @@ def steps_table(result: SearchResult) -> Table:
 def eval_table(columns: dict[str, Sequence[TaskResult]], *, title: str = "Held-out evaluation") -> Table:
     """Rows task x metric, one column per model (value ± stderr, in %), plus n docs and random."""
     table = Table(title=title)
-    for col in ["task", "metric", "n", "random", *columns]:
-        table.add_column(col, justify="left" if col in ("task", "metric") else "right")
+    for col in ["task", "measure", "n", "random", *columns]:
+        table.add_column(col, justify="left" if col in ("task", "measure") else "right")
     first = next(iter(columns.values()))
     averages: dict[str, list[float]] = {name: [] for name in columns}
     for k, ref in enumerate(first):
-        for metric in ref.values:
-            cells = [f"{_pct(res[k].values[metric])} ± {_pct(res[k].stderrs[metric])}" for res in columns.values()]
-            table.add_row(ref.task, metric, str(ref.num_docs), _pct(ref.random), *cells)
+        for measure in ref.values:
+            cells = [f"{_pct(res[k].values[measure])} ± {_pct(res[k].stderrs[measure])}" for res in columns.values()]
+            table.add_row(ref.task, measure, str(ref.num_docs), _pct(ref.random), *cells)
         main = "acc_norm" if "acc_norm" in ref.values else "acc"
         for name, results in columns.items():
             averages[name].append(results[k].values[main])
     if len(first) > 1:
         table.add_row("average", "acc_norm|acc", "", "",
                       *(_pct(sum(v) / len(v)) for v in averages.values()), style="bold")
+    return table
+
+
+def _num(x: float | None, fmt: str = ".3f") -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+def analysis_table(a: Analysis) -> Table:
+    """One screen for the terminal: the comparisons and the end of every pruning curve."""
+    table = Table(title="layershear analyze")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    pooled = a.correlations["cosine_vs_drop_pooled"]
+    table.add_row("Pearson R cosine vs accuracy drop (pooled)", _num(pooled["pearson_r"]))
+    for t, c in a.correlations["cosine_vs_drop_by_task"].items():
+        table.add_row(f"  {t}", _num(c["pearson_r"]))
+    table.add_row("misjudgment / major-misjudgment rate", f"{_pct(a.misjudgment['rate'])}% / {_pct(a.misjudgment['major_rate'])}%")
+    td = a.task_dependence
+    table.add_row("task variance of z-scored drop vs cosine (mean)",
+                  f"{_num(td['mean_accuracy_variance'])} vs {_num(td['mean_cosine_variance'])}")
+    table.add_row("Wilcoxon p (drop varies more)", _num(td["p_value"], ".3g"))
+    for m, c in a.curves.items():
+        table.add_row(f"eval acc after {c[-1][0]} removed by {m}", f"{_pct(c[-1][1])}%")
     return table

@@ -1,12 +1,10 @@
-"""Tokenisation of (context, continuation) requests and their batched log-likelihood.
+"""One forward pass and the log-probabilities of the scored positions (lm-eval's computation).
 
-Reproduces lm-evaluation-harness ``HFLM._encode_pair`` / ``_loglikelihood_tokens`` for causal LMs
-(lm_eval/models/huggingface.py): trailing whitespace of the context moves onto the continuation,
-``cont = enc(context + continuation)[len(enc(context)):]``, an empty context is replaced by the
-prefix token (BOS, else EOS), inputs are left-truncated to ``max_length + 1`` tokens, requests are
-batched in order of decreasing length, and the score is the sum of the continuation tokens'
-log-probabilities. Padding is on the right, so no attention mask is needed and padded positions
-cannot influence real ones; the LM head runs only on the positions that are scored.
+Reproduces lm-evaluation-harness ``HFLM._loglikelihood_tokens`` for causal LMs
+(lm_eval/models/huggingface.py): inputs are left-truncated to ``max_length + 1`` tokens, and the
+score of a request is the sum of its continuation tokens' log-probabilities. In lm-eval's layout
+(:func:`batch_loglikelihoods`) padding is on the right, so no attention mask is needed and padded
+positions cannot influence real ones; the LM head runs only on the positions that are scored.
 """
 
 from __future__ import annotations
@@ -14,88 +12,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 
-from layershear.data.benchmarks import MCItem, split_whitespace
-from layershear.errors import ScoringError
-
-
-@dataclass(frozen=True)
-class EncodedRequest:
-    """One (context, continuation) pair as token ids; ``item``/``choice`` index back into the MCItem list."""
-
-    item: int
-    choice: int
-    context_ids: tuple[int, ...]
-    continuation_ids: tuple[int, ...]
-
-    @property
-    def num_tokens(self) -> int:
-        """Tokens fed to the model: context + continuation minus the last one (it is only predicted)."""
-        return len(self.context_ids) + len(self.continuation_ids) - 1
-
-
-def _prefix_token_id(tokenizer) -> int:
-    for tok_id in (tokenizer.bos_token_id, tokenizer.eos_token_id):
-        if tok_id is not None:
-            return int(tok_id)
-    raise ScoringError("The tokenizer has neither a BOS nor an EOS token; an empty context cannot be scored")
-
-
-def encode_requests(items: Sequence[MCItem], tokenizer, *, add_bos: bool = False) -> list[EncodedRequest]:
-    """Tokenise every choice of every item, one request per choice.
-
-    Args:
-        items: multiple-choice documents.
-        tokenizer: a Hugging Face tokenizer; called without special tokens (lm-eval's default for
-            causal LMs) unless ``add_bos`` is set, which prepends BOS to every context (Gemma-style).
-
-    Returns:
-        ``sum(item.num_choices)`` requests, in item order then choice order.
-
-    Raises:
-        ScoringError: a continuation tokenises to zero tokens.
-    """
-    pairs = [(i, c, *split_whitespace(ctx, cont))
-             for i, item in enumerate(items)
-             for c, (ctx, cont) in enumerate(zip(item.contexts, item.continuations))]
-    wholes = tokenizer([ctx + cont for _, _, ctx, cont in pairs], add_special_tokens=False)["input_ids"]
-    ctxs = tokenizer([ctx for _, _, ctx, _ in pairs], add_special_tokens=False)["input_ids"]
-    prefix = [_prefix_token_id(tokenizer)] if add_bos else []
-    requests = []
-    for (i, c, _, _), whole, ctx in zip(pairs, wholes, ctxs):
-        cont = whole[len(ctx):]
-        if not cont:
-            raise ScoringError(f"{items[i].task} doc {items[i].doc_id} choice {c}: empty continuation after tokenisation")
-        context_ids = prefix + list(ctx)
-        if not context_ids:
-            context_ids = [_prefix_token_id(tokenizer)]
-        requests.append(EncodedRequest(i, c, tuple(context_ids), tuple(cont)))
-    return requests
-
-
-def default_max_length(model, fallback: int = 2048) -> int:
-    """lm-eval's ``HFLM.max_length``: the model config's context length, else ``fallback`` tokens."""
-    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
-        value = getattr(model.config, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return fallback
-
-
-def check_lengths(requests: Sequence[EncodedRequest], max_length: int) -> None:
-    """Raises ScoringError if a continuation alone does not fit in ``max_length`` tokens (it could not be scored whole)."""
-    longest = max((len(r.continuation_ids) for r in requests), default=0)
-    if longest > max_length:
-        raise ScoringError(f"a continuation is {longest} tokens long, more than --max-length {max_length}; raise --max-length")
-
-
-def length_sorted_batches(requests: Sequence[EncodedRequest], batch_size: int) -> list[list[int]]:
-    """Indices of ``requests`` grouped into batches, longest first (lm-eval's reordering)."""
-    order = sorted(range(len(requests)), key=lambda k: (-requests[k].num_tokens, k))
-    return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+from layershear.engine.requests import EncodedRequest
 
 
 def _batch_tensors(batch: Sequence[EncodedRequest], max_length: int, pad_id: int):

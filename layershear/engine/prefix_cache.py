@@ -3,10 +3,10 @@
 Within one greedy step every candidate f_-l equals the current model f up to block l, so the hidden
 state entering block l is the same for f and f_-l, and in f_-l it is also the input of the next kept
 block. One forward of f per step captures the input of every block (forward pre-hooks); candidate l
-then runs with all blocks up to and including l removed (``drop_blocks``, no weight copies) and a
+then runs with all blocks up to and including l removed (``remove_blocks``, no weight copies) and a
 pre-hook that replaces the input of its first remaining block by the cached state. Embeddings are
 recomputed (cheap); masks and position embeddings come from the model's own forward, so this works
-for every architecture ``drop_blocks`` supports, and on the same batches it computes exactly what the
+for every architecture ``remove_blocks`` supports, and on the same batches it computes exactly what the
 full forward of f_-l computes.
 
 When the inputs of every block do not fit, :func:`plan_cache` keeps them in host memory (CUDA) or
@@ -26,11 +26,13 @@ import torch
 from layershear.model.arch import decoder_blocks
 
 
-def _hidden(args: tuple, kwargs: dict) -> torch.Tensor:
+def hidden_of(args: tuple, kwargs: dict) -> torch.Tensor:
+    """The hidden states a decoder block is called with (first positional or ``hidden_states``)."""
     return args[0] if args else kwargs["hidden_states"]
 
 
-def _with_hidden(args: tuple, kwargs: dict, hidden: torch.Tensor) -> tuple[tuple, dict]:
+def with_hidden(args: tuple, kwargs: dict, hidden: torch.Tensor) -> tuple[tuple, dict]:
+    """A decoder block's call arguments with its hidden states replaced by ``hidden``."""
     if args:
         return (hidden, *args[1:]), kwargs
     return args, {**kwargs, "hidden_states": hidden}
@@ -121,8 +123,8 @@ class BlockInputs:
     model's device or in (pinned) host memory per ``where``.
     """
 
-    def __init__(self, drop: frozenset[int], where: str = "device", stored: Sequence[int] = ()) -> None:
-        self.drop = drop
+    def __init__(self, removed: frozenset[int], where: str = "device", stored: Sequence[int] = ()) -> None:
+        self.removed = removed
         self.where = where
         self.stored = frozenset(stored)     # blocks whose inputs are kept (see CachePlan.checkpoints)
         self.states: dict[int, dict[int, torch.Tensor]] = {k: {} for k in self.stored}
@@ -146,14 +148,14 @@ class BlockInputs:
 
 @contextmanager
 def capturing(model, kept: list[int], cache: BlockInputs, store: set[int] | None = None) -> Iterator[None]:
-    """Inside ``drop_blocks`` that left the blocks ``kept``, record the input of those in ``store`` (default all)."""
+    """Inside ``remove_blocks`` that left the blocks ``kept``, record the input of those in ``store`` (default all)."""
     handles = []
     for module, block_idx in zip(decoder_blocks(model), kept):
         if store is not None and block_idx not in store:
             continue
 
         def hook(_module, args, kwargs, block_idx=block_idx):
-            cache.states.setdefault(block_idx, {})[cache.batch] = cache.store(_hidden(args, kwargs))
+            cache.states.setdefault(block_idx, {})[cache.batch] = cache.store(hidden_of(args, kwargs))
         handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
     try:
         yield
@@ -166,7 +168,7 @@ def capturing(model, kept: list[int], cache: BlockInputs, store: set[int] | None
 def injecting(model, cache: BlockInputs, block_idx: int, *, bypass: bool = False) -> Iterator[None]:
     """Feed the cached input of ``block_idx`` to the model's first block, batch by batch.
 
-    Use inside ``drop_blocks`` that removed every block before the first one run. With ``bypass``
+    Use inside ``remove_blocks`` that removed every block before the first one run. With ``bypass``
     the first block's output is replaced by that cached state too: the model then computes f without
     ``block_idx`` when ``block_idx`` was its last block (only the final norm and LM head follow).
     """
@@ -179,9 +181,9 @@ def injecting(model, cache: BlockInputs, block_idx: int, *, bypass: bool = False
 
     def pre_hook(_module, args, kwargs):
         state = cached()
-        if _hidden(args, kwargs).shape != state.shape:
+        if hidden_of(args, kwargs).shape != state.shape:
             raise RuntimeError("cached block input does not match the batch being run")  # a layershear bug
-        return _with_hidden(args, kwargs, state)
+        return with_hidden(args, kwargs, state)
 
     def post_hook(_module, _args, output):
         return (cached(), *output[1:]) if isinstance(output, tuple) else cached()

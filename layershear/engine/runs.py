@@ -2,7 +2,7 @@
 
 Candidate f_-b of a greedy step runs the current model's blocks after b from the cached input of b
 (:mod:`layershear.engine.prefix_cache`), or from a state an earlier step's run stored
-(:mod:`layershear.engine.step_reuse`); the Scorer runs a :class:`Run` inside ``drop_blocks(run.skipped)``
+(:mod:`layershear.engine.step_reuse`); the Scorer runs a :class:`Run` inside ``remove_blocks(run.skipped)``
 with ``run.hook`` entered.
 """
 
@@ -60,10 +60,10 @@ def child_run(cache: BlockInputs | None, parent: frozenset[int], b: int, num_blo
                source=(cache, start))
 
 
-def stored_run(drop: frozenset[int], k: int, inputs: BlockInputs, num_blocks: int) -> Run | None:
-    """How to compute the model without ``drop`` from the stored state entering block ``k``
+def stored_run(removed: frozenset[int], k: int, inputs: BlockInputs, num_blocks: int) -> Run | None:
+    """How to compute the model without ``removed`` from the stored state entering block ``k``
     (:mod:`layershear.engine.step_reuse`): run its blocks from k on (None: no block is left)."""
-    rest = [x for x in range(num_blocks) if x not in drop]
+    rest = [x for x in range(num_blocks) if x not in removed]
     if not rest:
         return None
     after = [x for x in rest if x >= k]

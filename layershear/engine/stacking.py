@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from layershear.engine.prefix_cache import BlockInputs, _hidden, _with_hidden
+from layershear.engine.prefix_cache import BlockInputs, hidden_of, with_hidden
 from layershear.model.arch import decoder_blocks
 
 
@@ -77,7 +77,7 @@ class StackPass:
 
 @contextmanager
 def stacking(model, kept: Sequence[int], members: Sequence[StackMember]) -> Iterator[StackPass]:
-    """Inside ``drop_blocks`` that left the blocks ``kept`` (original indices, in order), stack
+    """Inside ``remove_blocks`` that left the blocks ``kept`` (original indices, in order), stack
     ``members`` along the batch dimension; call ``reset(batch_idx)`` on the yielded
     :class:`StackPass` before each forward. After the forward, rows ``[i * rows, (i + 1) * rows)``
     of the final hidden states belong to ``stack.order[i]``.
@@ -100,7 +100,7 @@ def stacking(model, kept: Sequence[int], members: Sequence[StackMember]) -> Iter
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     def pre_hook(_module, args, kwargs, block_idx):
-        hidden = _hidden(args, kwargs)
+        hidden = hidden_of(args, kwargs)
         if not stack.order:                       # the embeddings: replaced by the first members' states
             stack.rows = hidden.shape[0]
             parts = []
@@ -112,7 +112,7 @@ def stacking(model, kept: Sequence[int], members: Sequence[StackMember]) -> Iter
                 rows = hidden[m.order * stack.rows:(m.order + 1) * stack.rows]
                 m.capture.states.setdefault(block_idx, {})[stack.batch] = m.capture.store(rows)
         copies = hidden.shape[0] // stack.rows
-        args, kwargs = _with_hidden(args, kwargs, hidden)
+        args, kwargs = with_hidden(args, kwargs, hidden)
         args = (args[0], *_repeat(args[1:], stack.rows, copies, stack.memo)) if args else args
         return args, {k: v if k == "hidden_states" else _repeat(v, stack.rows, copies, stack.memo)
                       for k, v in kwargs.items()}

@@ -15,8 +15,9 @@ after r, not after l.
 Which block a step removes is known only once all its candidates are scored. The Scorer therefore
 runs the candidates from the last block down. When it runs candidate l, every block after l has
 been scored, and the block this step will remove, if it lies after l, is the best child so far.
-"Best" is in the search's own order (:func:`layershear.search.beam._path_key`): higher accuracy,
-then higher gold probability, then the smaller drop set. The run of l stores its hidden state
+"Best" is in the search's own order, a rank key the scorer gives with each child
+(:attr:`layershear.scoring.accuracy.ModelAccuracy.rank_key`: higher accuracy, then higher gold
+probability, then the smaller set of removed blocks). The run of l stores its hidden state
 entering the ``keep + extra_guesses`` best children so far (``keep`` = the beam width). Blocks that
 a later step removes are often among this step's best too. Candidates that share stacked passes
 (:mod:`layershear.engine.stacking`) are scored together, so for the children not scored yet the run also
@@ -24,7 +25,7 @@ stores its state entering the ``keep + extra_guesses`` best of them in the previ
 
 Only states that can save work are stored. With every block input cached, a state entering k must
 have a block of l's model between l and k. States are stored only while a later step will read them
-(:attr:`StepReuse.until_depth`, set by the search).
+(:attr:`StepReuse.until_depth`, from the search's hints, :meth:`StepReuse.expect`).
 
 Memory: each stored state is one block input over the calibration set (``block_bytes``). States are
 kept while they fit in the budget that the cache plan leaves unused. Lower candidates come first,
@@ -47,14 +48,9 @@ from layershear.engine.prefix_cache import BlockInputs, checkpoint_blocks
 Key = tuple[frozenset[int], int]      # (removed blocks below k, k)
 
 
-def child_key(evaluation) -> tuple:
-    """Order of children in the search: higher accuracy, higher gold probability, smaller drop set."""
-    return (-evaluation.accuracy, -evaluation.gold_prob, tuple(sorted(evaluation.drop)))
-
-
-def state_key(drop: frozenset[int], block_idx: int) -> Key:
-    """Key of the state entering ``block_idx`` in the model without ``drop``."""
-    return frozenset(d for d in drop if d < block_idx), block_idx
+def state_key(removed: frozenset[int], block_idx: int) -> Key:
+    """Key of the state entering ``block_idx`` in the model without ``removed``."""
+    return frozenset(d for d in removed if d < block_idx), block_idx
 
 
 def _alive(key: Key, parents: Iterable[frozenset[int]]) -> bool:
@@ -82,9 +78,9 @@ class StepReuse:
             removed they are the next step's prefix cache (:meth:`take_prefix`), which then needs
             no pass.
 
-    ``until_depth``: states are stored by the runs of children at depths below it (the search sets
-    it to the number of blocks it removes; 0, the default, stores nothing: a single scoring pass
-    never reads them).
+    ``until_depth``: states are stored by the runs of children at depths below it (:meth:`expect`
+    sets it to the number of blocks the search removes; 0, the default, stores nothing: a single
+    scoring pass never reads them).
     """
 
     def __init__(self, *, block_bytes: int, budget_bytes: int, where: str = "device", every: int = 1,
@@ -98,7 +94,7 @@ class StepReuse:
         self.prefix_states = prefix_states
         self.until_depth = 0
         self.states: dict[Key, BlockInputs] = {}      # key -> inputs holding states[k][batch]
-        self._ranked: list[tuple[tuple, int]] = []    # (child_key, block) of the current parent's children
+        self._ranked: list[tuple[tuple, int]] = []    # (rank key, block) of the current parent's children
         self._prior: list[int] = []                   # the previous parent's children, best first
         self._reserved = 0                            # states promised to runs not recorded yet
         self._eligible: frozenset[int] = frozenset()
@@ -126,9 +122,14 @@ class StepReuse:
     def _free(self, key: Key) -> None:
         self.states.pop(key).states.pop(key[1], None)
 
-    def start(self, parent: frozenset[int], candidates: list[int], known: Iterable = ()) -> list[int]:
-        """Begin scoring ``candidates`` (children of ``parent``; ``known``: evaluations of its children
-        scored before); returns the candidates in run order (last block first). Frees the states no
+    def expect(self, *, width: int, depth: int) -> None:
+        """The search's hints: it expands ``width`` children per depth (its beam width) and removes
+        ``depth`` blocks, so states are stored for children at depths below ``depth``."""
+        self.keep, self.until_depth = width, depth
+
+    def start(self, parent: frozenset[int], candidates: list[int], known: Iterable[tuple[tuple, int]] = ()) -> list[int]:
+        """Begin scoring ``candidates`` (children of ``parent``; ``known``: ``(rank key, block)`` of its
+        children scored before); returns the candidates in run order (last block first). Frees the states no
         later model can match."""
         depth = len(parent)
         self._reserved = 0
@@ -140,7 +141,7 @@ class StepReuse:
         if parent != self._parent:
             self._prior = [b for _, b in sorted(self._ranked) if b not in parent]
             self._parent, self._ranked = parent, []
-            self._ranked += [(child_key(ev), min(ev.drop - parent)) for ev in known]
+            self._ranked += list(known)
         storing = depth + 1 < self.until_depth
         pairs = self._room() if storing else 0
         self._eligible = frozenset(sorted(candidates)[: -(-pairs // self.guesses)])   # lowest first; targets cap
@@ -166,17 +167,17 @@ class StepReuse:
             self._free(key)
         return out
 
-    def lookup(self, drop: frozenset[int], after: int) -> tuple[int, BlockInputs] | None:
+    def lookup(self, removed: frozenset[int], after: int) -> tuple[int, BlockInputs] | None:
         """``(k, inputs)``: the stored state with the largest k > ``after`` that enters block k in the
-        model without ``drop`` (``inputs.states[k]``); None when there is none."""
+        model without ``removed`` (``inputs.states[k]``); None when there is none."""
         best = None
         for (below, k), inputs in self.states.items():
-            if k > after and (best is None or k > best[0]) and below == state_key(drop, k)[0]:
+            if k > after and (best is None or k > best[0]) and below == state_key(removed, k)[0]:
                 best = (k, inputs)
         return best
 
-    def targets(self, drop: frozenset[int], block: int, capturable: list[int], num_blocks: int) -> list[int]:
-        """Blocks whose input the run of candidate ``block`` (the model without ``drop``) should store:
+    def targets(self, removed: frozenset[int], block: int, capturable: list[int], num_blocks: int) -> list[int]:
+        """Blocks whose input the run of candidate ``block`` (the model without ``removed``) should store:
         the best children so far that the run computes, that are not stored already, and whose
         state can save a later run some blocks."""
         if block not in self._eligible:
@@ -184,27 +185,27 @@ class StepReuse:
         scored = {b for _, b in self._ranked}
         best = [b for _, b in sorted(self._ranked)[: self.guesses]]
         best += [b for b in self._prior[: self.guesses] if b not in scored]     # not scored yet (stacked runs)
-        kept = [x for x in range(num_blocks) if x not in drop]
-        useful = sorted(k for k in best if k > block and k in capturable and state_key(drop, k) not in self.states
+        kept = [x for x in range(num_blocks) if x not in removed]
+        useful = sorted(k for k in best if k > block and k in capturable and state_key(removed, k) not in self.states
                         and (self.every > 1 or any(block < x < k for x in kept)))
         useful = useful[: self._room()]
         if self.prefix_states and self.keep == 1 and (not self._prior or block in best):    # it may be removed:
             own = {k for k in capturable if k > block and k in checkpoint_blocks(kept, self.every)}  # next prefix cache
-            if own and not any(state_key(drop, k) in self.states for k in own) and len(own - set(useful)) <= \
+            if own and not any(state_key(removed, k) in self.states for k in own) and len(own - set(useful)) <= \
                     self._room() - len(useful):       # all of them or none: a partial prefix saves no pass
                 useful = sorted(set(useful) | own)
         self._reserved += len(useful)
         return useful
 
-    def record(self, block: int, evaluation, stored: BlockInputs | None) -> None:
-        """Note the child's evaluation, and keep the states its run stored (``stored.drop`` = its model).
+    def record(self, block: int, key: tuple, stored: BlockInputs | None) -> None:
+        """Note the child's rank key (lower = better), and keep the states its run stored (``stored.removed`` = its model).
         Each kept state gets its own :class:`BlockInputs`, so freeing a key frees its tensors."""
-        self._ranked.append((child_key(evaluation), block))
+        self._ranked.append((key, block))
         if stored is None:
             return
         self._reserved = max(0, self._reserved - len(stored.stored))
         for k in stored.stored:
             if stored.states.get(k):
-                one = BlockInputs(stored.drop, where=stored.where, stored=[k])
+                one = BlockInputs(stored.removed, where=stored.where, stored=[k])
                 one.states[k] = stored.states[k]
-                self.states[state_key(stored.drop, k)] = one
+                self.states[state_key(stored.removed, k)] = one

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from layershear.scoring.metric_names import METRIC_TITLES
+
 PAPER_TITLE = "Rethinking Layer Relevance in Large Language Models Beyond Cosine Similarity"
 PAPER_URL = "https://arxiv.org/abs/2605.14075"
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
@@ -18,7 +20,7 @@ class RemovedBlock:
 
     Attributes:
         block_idx: Index of the block in the ORIGINAL model.
-        relevance: Its relevance when it was removed; ``None`` when given by hand (``--drop``).
+        relevance: Its relevance when it was removed; ``None`` when accuracy did not choose it.
         accuracy: Calibration accuracy of the model after removing it; ``None`` if not measured.
     """
 
@@ -36,6 +38,17 @@ def _is_hub_id(name: str) -> bool:
     return bool(_HUB_ID.fullmatch(name)) and not Path(name).exists()
 
 
+def _chosen_by(metric: str | None, strategy: str) -> str:
+    if metric is None:
+        return "The blocks were given by hand (`layershear export --remove`); no score chose them."
+    if metric == "accuracy":
+        return (f"Blocks were chosen by accuracy-based relevance, {strategy} search. The method follows "
+                f"*{PAPER_TITLE}* ([arXiv 2605.14075]({PAPER_URL})), which measures a block's relevance by the task "
+                "accuracy lost when it is removed, instead of by the cosine similarity of its input and output.")
+    return (f"Blocks were chosen by the `{metric}` baseline metric ({strategy}): "
+            f"{METRIC_TITLES.get(metric, metric)}; not by accuracy-based relevance, so the table has no relevances.")
+
+
 def _yaml_str(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -48,7 +61,8 @@ def render_model_card(
     calibration: str | None,
     command: str,
     version: str,
-    metric: str = "accuracy-based relevance",
+    metric: str | None = "accuracy",
+    strategy: str = "greedy",
 ) -> str:
     """Render the README.md of a pruned checkpoint.
 
@@ -59,7 +73,9 @@ def render_model_card(
         calibration: One-line description of the calibration recipe; ``None`` when blocks were given by hand.
         command: The command line that produced the checkpoint.
         version: layershear version.
-        metric: Name of the relevance measure used to choose the blocks.
+        metric: The metric that chose the blocks (``accuracy`` or a baseline of
+            :data:`layershear.scoring.metric_names.METRIC_TITLES`); ``None`` when they were given by hand.
+        strategy: How the metric was used: ``greedy``, ``beam(W)``, ``one-shot`` or ``iterative``.
 
     Returns:
         Markdown text with YAML front matter (``base_model`` when it is a Hub id, ``library_name:
@@ -84,9 +100,7 @@ tags:
 
 This model is {link} with {len(removed)} whole decoder block{'' if len(removed) == 1 else 's'} (layers) removed by layershear;
 {kept} of {num_blocks} blocks remain. The remaining weights are unchanged (no fine-tuning).
-Blocks were chosen by {metric}. The method follows *{PAPER_TITLE}*
-([arXiv 2605.14075]({PAPER_URL})), which measures a block's relevance by the task accuracy lost when it
-is removed, instead of by the cosine similarity of its input and output.
+{_chosen_by(metric, strategy)}
 
 Load it like any other causal LM with `AutoModelForCausalLM.from_pretrained`.
 

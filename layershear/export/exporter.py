@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from layershear.errors import ExportError
 from layershear.export.atomic import atomic_folder, check_target
 from layershear.model.arch import block_layout, layer_count
-from layershear.model.layer_config import keep_from_drop, prune_config
+from layershear.model.layer_config import kept_blocks, prune_config
 from layershear.model.loading import resolve_checkpoint
 
 LOG = logging.getLogger(__name__)
@@ -41,6 +41,48 @@ class _Entry:
     source_key: str
     key: str
     nbytes: int
+
+
+def parse_size(size: int | str) -> int:
+    """Bytes in ``size``: an int, or ``5GB``, ``500MB``, ``2GiB`` as ``save_pretrained(max_shard_size=...)``
+    reads it (:func:`transformers.utils.hub.convert_file_size_to_int`).
+
+    Raises:
+        ExportError: not a size, or not positive.
+    """
+    from transformers.utils.hub import convert_file_size_to_int
+
+    try:
+        value = convert_file_size_to_int(size)
+    except (ValueError, TypeError, AttributeError):
+        value = None
+    if not isinstance(value, int) or value <= 0:
+        raise ExportError(f"Bad size {size!r}; write a positive size such as 5GB, 500MB or 2GiB")
+    return value
+
+
+#: tensor name -> (shape, its first and last row): what :meth:`Exporter.check_weights` compares.
+Fingerprint = dict[str, tuple[tuple[int, ...], torch.Tensor]]
+
+
+def _rows(tensor: torch.Tensor) -> torch.Tensor:
+    flat = tensor.reshape(tensor.shape[0], -1) if tensor.ndim > 1 else tensor.reshape(1, -1)
+    return torch.stack([flat[0], flat[-1]])
+
+
+def fingerprint(model: torch.nn.Module) -> Fingerprint:
+    """The shape and the first and last row of every tensor of ``model``'s state dict (CPU copies),
+    so that an export streamed from the model's source checkpoint can be checked to hold the weights
+    the model was scored with (:meth:`Exporter.check_weights`). Names without the base model prefix
+    (``h.0.attn...`` for ``transformer.h.0.attn...``) are kept too, as some checkpoints use them."""
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    out: Fingerprint = {}
+    for name, tensor in model.state_dict().items():
+        entry = (tuple(tensor.shape), _rows(tensor.detach()).cpu() if tensor.numel() else tensor.detach().cpu())
+        out[name] = entry
+        if prefix and name.startswith(prefix + "."):
+            out.setdefault(name[len(prefix) + 1:], entry)
+    return out
 
 
 class Exporter:
@@ -78,6 +120,30 @@ class Exporter:
         self.max_shard_bytes = max_shard_bytes
         self.dtype = dtype
         self._weight_map = self._source_weight_map()
+
+    def check_weights(self, expected: Fingerprint) -> None:
+        """Check that every tensor of the source checkpoint has the shape, first and last row of
+        ``expected`` (:func:`fingerprint` of the model that was scored), after casting to its dtype.
+
+        Raises:
+            ExportError: a tensor the model does not have, another shape, other values: the
+                checkpoint is not the model that was scored (e.g. it was modified in memory).
+        """
+        fix = ("save the model with model.save_pretrained(DIR) and export DIR, or pass the model by its "
+               "Hub id or folder")
+        for key, file in self._weight_map.items():
+            if key not in expected:
+                raise ExportError(f"{self.source} holds tensor {key}, which the scored model does not have; {fix}")
+            shape, rows = expected[key]
+            with safe_open(self.source / file, framework="pt") as f:
+                part = f.get_slice(key)
+                if tuple(part.get_shape()) != shape:
+                    raise ExportError(f"tensor {key} is {list(part.get_shape())} in {self.source} but {list(shape)} in "
+                                      f"the scored model; {fix}")
+                tensor = f.get_tensor(key) if len(shape) < 2 or not shape[0] else torch.cat([part[:1], part[-1:]])
+            stored = _rows(tensor).to(rows.dtype) if tensor.numel() else tensor
+            if not torch.equal(stored, rows):
+                raise ExportError(f"tensor {key} of {self.source} differs from the scored model's; {fix}")
 
     def _source_weight_map(self) -> dict[str, str]:
         if (self.source / _INDEX).is_file():
@@ -238,7 +304,7 @@ class Exporter:
                 tensors or config, or a failed write (no temporary folder is left behind).
         """
         out = Path(out_dir)
-        keep = keep_from_drop(drop, self.num_blocks)
+        keep = kept_blocks(drop, self.num_blocks)
         self._check_target(out, overwrite)
         entries = self._plan(keep)
         prune_config(self.config, keep=keep)  # fail on an inconsistent config before writing anything

@@ -1,4 +1,4 @@
-"""layershear.json: the resolved settings, every step's scores and the dropped blocks of one run."""
+"""layershear.json: the resolved settings, every step's scores and the removed blocks of one run."""
 
 from __future__ import annotations
 
@@ -11,14 +11,16 @@ from typing import Any
 
 from layershear import __version__
 from layershear.data.calibration import CalibrationSet
+from layershear.scoring.accuracy import ModelAccuracy
 from layershear.scoring.evaluation import TaskResult
-from layershear.scoring.relevance import BlockScore, Evaluation
+from layershear.scoring.relevance import BlockScore
 from layershear.search.result import SearchResult
 
 
-def _evaluation(ev: Evaluation) -> dict[str, Any]:  # per-request log-likelihoods stay out of the JSON
-    return {"drop": sorted(ev.drop), "accuracy": ev.accuracy, "random": ev.random, "gold_prob": ev.gold_prob,
-            "accuracy_by_task": ev.accuracy_by_task, "random_by_task": ev.random_by_task}
+def accuracy_dict(acc: ModelAccuracy) -> dict[str, Any]:
+    """One model's accuracy (per-request log-likelihoods and per-document correctness stay out of the JSON)."""
+    return {"removed": sorted(acc.removed), "accuracy": acc.accuracy, "random": acc.random, "gold_prob": acc.gold_prob,
+            "accuracy_by_task": acc.accuracy_by_task, "random_by_task": acc.random_by_task}
 
 
 def block_scores(scores: Sequence[BlockScore]) -> list[dict[str, Any]]:
@@ -26,21 +28,23 @@ def block_scores(scores: Sequence[BlockScore]) -> list[dict[str, Any]]:
     return [dataclasses.asdict(s) for s in scores]
 
 
-def calibration_dict(calib: CalibrationSet, *, metric: str, num_tokens: int) -> dict[str, Any]:
-    return {"recipe": calib.recipe, "seed": calib.seed, "num_items": len(calib.items), "metric": metric,
+def calibration_dict(calib: CalibrationSet, *, measures: dict[str, str], num_tokens: int) -> dict[str, Any]:
+    """The calibration set: recipe, seed, documents drawn per task, the measure (acc / acc_norm) per task."""
+    return {"recipe": calib.recipe, "seed": calib.seed, "num_items": len(calib.items), "measures": measures,
             "num_tokens": num_tokens, "notes": calib.notes,
             "draws": [dataclasses.asdict(d) for d in calib.draws]}
 
 
 def search_dict(result: SearchResult) -> dict[str, Any]:
+    """The search: strategy, removed and kept blocks, and every step's candidates."""
     return {
-        "beam_width": result.beam_width,
-        "strategy": "greedy" if result.beam_width == 1 else f"beam({result.beam_width})",
+        "width": result.width,
+        "strategy": result.strategy,
         "num_blocks": result.num_blocks,
         "removed": list(result.removed),
-        "kept": [b for b in range(result.num_blocks) if b not in result.drop],
-        "full": _evaluation(result.full),
-        "final": _evaluation(result.final),
+        "kept": list(result.kept),
+        "full": accuracy_dict(result.full),
+        "final": accuracy_dict(result.final),
         "steps": [{"step": s.step, "removed_block": s.chosen.block_idx, "relevance": s.chosen.relevance,
                    "accuracy": s.chosen.accuracy, "accuracy_by_task": s.chosen.accuracy_by_task,
                    "relevance_by_task": s.chosen.relevance_by_task,
@@ -52,6 +56,7 @@ def search_dict(result: SearchResult) -> dict[str, Any]:
 
 
 def eval_dict(results: Sequence[TaskResult]) -> list[dict[str, Any]]:
+    """Held-out results, one row per task."""
     return [dataclasses.asdict(r) for r in results]
 
 

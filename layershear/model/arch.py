@@ -54,7 +54,7 @@ SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(_TABLE)
 """Model types with a tested layout; others are accepted when a unique block list is found (untested)."""
 
 _WARNED: set[str] = set()
-_LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
 
 
 def _config_of(config_or_model: Any) -> PretrainedConfig | Mapping[str, Any]:
@@ -76,11 +76,11 @@ def layer_count(config: PretrainedConfig | Mapping[str, Any]) -> int:
     Raises:
         UnsupportedModelError: No known layer-count key is set.
     """
-    for key in _LAYER_COUNT_KEYS:
+    for key in LAYER_COUNT_KEYS:
         value = _get(config, key)
         if isinstance(value, int):
             return value
-    raise UnsupportedModelError(f"config has none of {', '.join(_LAYER_COUNT_KEYS)}; cannot count its blocks")
+    raise UnsupportedModelError(f"config has none of {', '.join(LAYER_COUNT_KEYS)}; cannot count its blocks")
 
 
 def _check_no_shared_state(config: PretrainedConfig | Mapping[str, Any], name: str) -> None:
@@ -131,7 +131,7 @@ def _generic_layout(model: torch.nn.Module, config: Any, model_type: str) -> Blo
     path = _find_block_list(model, layer_count(config))
     if path is None:
         raise _unsupported(name, f"found no single nn.ModuleList of {layer_count(config)} decoder blocks")
-    key = next(k for k in _LAYER_COUNT_KEYS if isinstance(_get(config, k), int))
+    key = next(k for k in LAYER_COUNT_KEYS if isinstance(_get(config, k), int))
     if model_type not in _WARNED:
         _WARNED.add(model_type)
         LOG.warning("model type %r is not in the tested table; using blocks at %r", model_type, path)
@@ -179,7 +179,8 @@ def block_layout(config_or_model: Any) -> BlockLayout:
     return layout
 
 
-def _resolve(model: torch.nn.Module, path: str) -> Any:
+def resolve_path(model: torch.nn.Module, path: str) -> Any:
+    """The attribute at dotted ``path`` of ``model`` (e.g. ``"model.layers"``), None where one is missing."""
     obj: Any = model
     for part in path.split("."):
         obj = getattr(obj, part, None)
@@ -187,7 +188,7 @@ def _resolve(model: torch.nn.Module, path: str) -> Any:
 
 
 def _check_model(model: torch.nn.Module, layout: BlockLayout) -> None:
-    blocks = _resolve(model, layout.blocks_path)
+    blocks = resolve_path(model, layout.blocks_path)
     name = type(model).__name__
     if not isinstance(blocks, torch.nn.ModuleList):
         raise _unsupported(name, f"no nn.ModuleList at {layout.blocks_path!r}")
@@ -206,4 +207,4 @@ def decoder_blocks(model: PreTrainedModel) -> torch.nn.ModuleList:
     Raises:
         UnsupportedModelError: As ``block_layout``.
     """
-    return _resolve(model, block_layout(model).blocks_path)
+    return resolve_path(model, block_layout(model).blocks_path)

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from layershear.errors import ExportError, LayershearError, UnsupportedModelError
-from layershear.model.arch import _LAYER_COUNT_KEYS, CONFIG_ERRORS, layer_count
+from layershear.model.arch import CONFIG_ERRORS, LAYER_COUNT_KEYS, layer_count
 
 LOG = logging.getLogger(__name__)
 
@@ -50,19 +50,19 @@ def check_keep(
     return sorted(kept)
 
 
-def keep_from_drop(
-    drop: Iterable[Any], num_layers: int, *, error: type[LayershearError] = ExportError
+def kept_blocks(
+    removed: Iterable[Any], num_layers: int, *, error: type[LayershearError] = ExportError
 ) -> list[int]:
-    """Return the sorted original indices of the blocks that remain after removing ``drop``.
+    """Return the sorted original indices of the blocks that remain after removing ``removed``.
 
     Raises:
         ExportError: (or ``error``) An index is out of range, or every block would be removed.
     """
-    drop = list(drop)
-    dropped = set(check_keep(drop, num_layers, error=error)) if drop else set()
-    if len(dropped) == num_layers:
+    removed = list(removed)
+    gone = set(check_keep(removed, num_layers, error=error)) if removed else set()
+    if len(gone) == num_layers:
         raise error(f"cannot remove all {num_layers} blocks; keep at least one")
-    return [i for i in range(num_layers) if i not in dropped]
+    return [i for i in range(num_layers) if i not in gone]
 
 
 def _config_class(model_type: str) -> Any:
@@ -141,7 +141,7 @@ def _validate(cfg: dict[str, Any], num_layers: int) -> None:
         raise ExportError(f"transformers rebuilds layer_types={got} from the pruned config, expected {want}")
 
 
-def prune_config(config: Mapping[str, Any], *, keep: Sequence[int]) -> dict[str, Any]:
+def prune_config(config: Mapping[str, Any], *, keep: Sequence[int], validate: bool = True) -> dict[str, Any]:
     """Return a new config dict for a model that keeps the listed original blocks.
 
     Sets the layer count, slices every top-level list as long as the old layer count (``layer_types``,
@@ -153,17 +153,16 @@ def prune_config(config: Mapping[str, Any], *, keep: Sequence[int]) -> dict[str,
     Args:
         config: The source ``config.json`` contents; not modified.
         keep: Original indices of the blocks to keep; sorted and deduplicated here.
+        validate: Check the result by building it with the transformers config class, and write
+            out index-derived ``layer_types``; ``False`` for the in-memory removal
+            (:func:`layershear.model.surgery.remove_blocks`), which sets attributes of a live config.
 
     Returns:
-        The new config dict, checked by building it with the transformers config class.
+        The new config dict.
 
     Raises:
         ExportError: Bad indices, or a pattern transformers cannot reproduce from the written config.
     """
-    return _prune(config, keep, validate=True)
-
-
-def _prune(config: Mapping[str, Any], keep: Iterable[int], *, validate: bool) -> dict[str, Any]:
     cfg = copy.deepcopy(dict(config))
     try:
         n = layer_count(cfg)
@@ -175,7 +174,7 @@ def _prune(config: Mapping[str, Any], keep: Iterable[int], *, validate: bool) ->
     _remap_index_fields(cfg, n, kept)
     _slice_per_layer(cfg, n, kept)
     _drop_stale_pattern(cfg)
-    for key in _LAYER_COUNT_KEYS:
+    for key in LAYER_COUNT_KEYS:
         if cfg.get(key) == n:
             cfg[key] = len(kept)
     if validate:

@@ -10,6 +10,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from layershear.errors import UnsupportedModelError
 from layershear.model.arch import CONFIG_ERRORS, block_layout
+from layershear.model.devices import resolve_device, resolve_dtype
 
 LOG = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ def resolve_checkpoint(name_or_path: str, *, revision: str | None = None) -> Pat
 
 
 def load_model(
-    name_or_path: str, *, dtype: torch.dtype, device: torch.device, revision: str | None = None
+    name_or_path: str, *, dtype: str | torch.dtype = "auto", device: str | torch.device = "auto",
+    revision: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a supported causal LM and its tokenizer, in eval mode on ``device``.
 
@@ -73,8 +75,9 @@ def load_model(
 
     Args:
         name_or_path: Local folder or Hub id (see ``resolve_checkpoint``).
-        dtype: Weight dtype, e.g. ``torch.bfloat16``.
-        device: Where the model is moved after loading.
+        dtype: Weight dtype: ``"auto"`` (bf16 on CUDA, fp32 on CPU), ``"fp32"``, ``"bf16"``, ``"fp16"``
+            or a ``torch.dtype`` (:func:`layershear.model.devices.resolve_dtype`).
+        device: ``"auto"`` (CUDA when visible, else CPU), ``"cpu"``, ``"cuda[:N]"`` or a ``torch.device``.
         revision: Hub revision.
 
     Returns:
@@ -82,9 +85,12 @@ def load_model(
 
     Raises:
         UnsupportedModelError: Unknown or unsupported architecture, or an unreadable checkpoint.
+        LayershearError: an unknown dtype or device name, or CUDA asked for but not visible.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, device)
     path = resolve_checkpoint(name_or_path, revision=revision)
     try:
         config = AutoConfig.from_pretrained(path)

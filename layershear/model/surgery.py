@@ -11,8 +11,8 @@ import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
 from layershear.errors import LayershearError
-from layershear.model.arch import _resolve, block_layout
-from layershear.model.layer_config import _prune, keep_from_drop
+from layershear.model.arch import block_layout, resolve_path
+from layershear.model.layer_config import kept_blocks, prune_config
 
 LOG = logging.getLogger(__name__)
 _MISSING = object()
@@ -30,12 +30,12 @@ def _configs(model: torch.nn.Module) -> list[PretrainedConfig]:
 def _config_changes(config: PretrainedConfig, keep: list[int]) -> dict[str, Any]:
     """Config attributes to set so the forward sees only the kept blocks (layer count, layer_types, ...)."""
     before = config.to_dict()
-    after = _prune(before, keep, validate=False)
+    after = prune_config(before, keep=keep, validate=False)
     return {k: v for k, v in after.items() if k not in before or before[k] != v}
 
 
 @contextmanager
-def drop_blocks(model: PreTrainedModel, drop: Iterable[int]) -> Iterator[PreTrainedModel]:
+def remove_blocks(model: PreTrainedModel, removed: Iterable[int]) -> Iterator[PreTrainedModel]:
     """Temporarily remove decoder blocks from ``model`` without copying weights.
 
     Inside the ``with`` block the model's forward equals that of a checkpoint exported with the same
@@ -46,7 +46,7 @@ def drop_blocks(model: PreTrainedModel, drop: Iterable[int]) -> Iterator[PreTrai
 
     Args:
         model: A supported causal LM (see ``layershear.model.arch``); modified in place while inside.
-        drop: Original indices of the blocks to remove; may be empty.
+        removed: Original indices of the blocks to remove; may be empty.
 
     Yields:
         The same ``model`` object.
@@ -56,14 +56,14 @@ def drop_blocks(model: PreTrainedModel, drop: Iterable[int]) -> Iterator[PreTrai
         UnsupportedModelError: The architecture is not supported.
 
     Example:
-        >>> with drop_blocks(model, {3, 7}) as pruned:
+        >>> with remove_blocks(model, {3, 7}) as pruned:
         ...     logits = pruned(input_ids).logits
     """
     layout = block_layout(model)
     parent_path, _, attr = layout.blocks_path.rpartition(".")
-    parent = _resolve(model, parent_path) if parent_path else model
+    parent = resolve_path(model, parent_path) if parent_path else model
     blocks = getattr(parent, attr)
-    keep = keep_from_drop(drop, len(blocks), error=LayershearError)
+    keep = kept_blocks(removed, len(blocks), error=LayershearError)
     saved: list[tuple[Any, str, Any]] = []
     try:
         for config in _configs(model):

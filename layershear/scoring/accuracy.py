@@ -1,16 +1,24 @@
-"""Multiple-choice accuracy (lm-eval ``acc`` / ``acc_norm``) and the paper's accuracy-based relevance."""
+"""Multiple-choice accuracy from log-likelihoods: lm-eval's ``acc`` and ``acc_norm``, and the accuracy of a model.
+
+lm-eval (``multiple_choice`` tasks, ``process_results``) picks the choice with the highest summed
+log-likelihood (``acc``) or the highest log-likelihood per character of the choice string
+(``acc_norm``); layershear calls these two the *measures* (lm-eval calls them metrics; in layershear
+"metric" names a block-importance metric). :class:`ModelAccuracy` is Acc(f_-S, D) of one model on a
+document set, with its per-task parts and per-document correctness.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 
-from layershear.data.benchmarks import MCItem
+from layershear.data.benchmarks import MCItem, get_task, random_accuracy
 from layershear.errors import ScoringError
 
-METRICS = ("acc", "acc_norm")
+MEASURES = ("acc", "acc_norm")
 
 #: Accuracies within this of r(D) count as "at chance": r(D) is a float mean of 1/num_choices, so an
 #: exactly-at-chance model (2 of 10 five-choice items) can otherwise compare as 1e-17 above it.
@@ -22,32 +30,40 @@ def above_random(acc: float, r: float) -> bool:
     return acc - r > CHANCE_TOLERANCE
 
 
-def item_scores(items: Sequence[MCItem], lls: torch.Tensor, *, metrics: Sequence[str]) -> list[torch.Tensor]:
+def measure_of(task: str, acc_norm: bool | None = None) -> str:
+    """The measure ``task`` is scored by: ``acc_norm`` if ``acc_norm`` is True, ``acc`` if False;
+    None = lm-eval's choice (``acc_norm`` where the task's lm-eval YAML reports it, else ``acc``)."""
+    if acc_norm is not None:
+        return "acc_norm" if acc_norm else "acc"
+    return "acc_norm" if "acc_norm" in get_task(task).measures else "acc"
+
+
+def item_scores(items: Sequence[MCItem], lls: torch.Tensor, *, measures: Sequence[str]) -> list[torch.Tensor]:
     """Per-item choice scores: ``ll_i`` for ``acc``, ``ll_i / len(choice_i)`` for ``acc_norm``.
 
     Args:
         items: the documents, in the order their requests were encoded.
         lls: float64 tensor ``[sum(num_choices)]`` of log-likelihoods, item-major then choice order.
-        metrics: one metric per item, ``acc`` or ``acc_norm`` (lm-eval ``process_results``: the
+        measures: one measure per item, ``acc`` or ``acc_norm`` (lm-eval ``process_results``: the
             divisor is the character length of the choice string, without the target delimiter).
 
     Returns:
         One float64 tensor ``[num_choices]`` per item.
 
     Raises:
-        ScoringError: unknown metric or a length mismatch.
+        ScoringError: unknown measure or a length mismatch.
     """
-    unknown = sorted(set(metrics) - set(METRICS))
+    unknown = sorted(set(measures) - set(MEASURES))
     if unknown:
-        raise ScoringError(f"Unknown metric {unknown[0]!r}; choose one of: {', '.join(METRICS)}")
+        raise ScoringError(f"Unknown measure {unknown[0]!r}; choose one of: {', '.join(MEASURES)}")
     total = sum(item.num_choices for item in items)
-    if lls.numel() != total or len(metrics) != len(items):
-        raise ScoringError(f"Got {lls.numel()} log-likelihoods and {len(metrics)} metrics for "
+    if lls.numel() != total or len(measures) != len(items):
+        raise ScoringError(f"Got {lls.numel()} log-likelihoods and {len(measures)} measures for "
                            f"{total} choices of {len(items)} items")
     out, k = [], 0
-    for item, metric in zip(items, metrics):
+    for item, measure in zip(items, measures):
         scores = lls[k:k + item.num_choices]
-        if metric == "acc_norm":
+        if measure == "acc_norm":
             scores = scores / torch.tensor(item.choice_lengths, dtype=scores.dtype).clamp(min=1)
         out.append(scores)
         k += item.num_choices
@@ -63,35 +79,78 @@ def correct(items: Sequence[MCItem], scores: Sequence[torch.Tensor]) -> torch.Te
     return torch.tensor([int(torch.argmax(s)) == item.gold for item, s in zip(items, scores)], dtype=torch.bool)
 
 
-def relevance(acc_pruned: float, acc_full: float, r: float) -> float:
-    """AccBasedRelevance(f, l, D) = 1 - max(Acc(f_-l) - r, 0) / max(Acc(f) - r, 0).
-
-    Source: "Rethinking Layer Relevance in Large Language Models Beyond Cosine Similarity"
-    (arXiv 2605.14075), the accuracy-based relevance. Range (-inf, 1]: 1 means removing the block
-    drops the model to chance; 0 means no change; negative means removing it helps.
-
-    Args:
-        acc_pruned: Acc(f_-l, D), accuracy in [0, 1] with block l removed.
-        acc_full: Acc(f, D), accuracy of the model the block is removed from.
-        r: r(D), random-guess accuracy.
-
-    Raises:
-        ScoringError: ``acc_full <= r``; the score is undefined (division by zero).
-    """
-    if not above_random(acc_full, r):
-        raise ScoringError(
-            f"relevance is undefined: the model's accuracy {acc_full:.4f} is not above random ({r:.4f}) "
-            "on this calibration set; use tasks on which the model is above chance")
-    return 1.0 - max(acc_pruned - r, 0.0) / (acc_full - r)
-
-
-def relevance_or_none(acc_pruned: float, acc_full: float, r: float) -> float | None:
-    """:func:`relevance`, or ``None`` where it is undefined (per-task breakdowns)."""
-    return relevance(acc_pruned, acc_full, r) if above_random(acc_full, r) else None
-
-
 def stderr(values: Sequence[float] | torch.Tensor) -> float:
     """Standard error of the mean (sample std / sqrt(n)), as lm-eval's ``mean_stderr``."""
     x = torch.as_tensor(values, dtype=torch.float64)
     n = x.numel()
     return float(x.std(unbiased=True) / math.sqrt(n)) if n > 1 else float("nan")
+
+
+@dataclass(frozen=True)
+class ModelAccuracy:
+    """Accuracy of the model without the blocks ``removed`` on a document set D.
+
+    ``accuracy`` is the micro average over all items (each item's own measure, see
+    :func:`measure_of`), ``random`` is r(D) over the same items (a fraction in [0, 1]);
+    ``gold_prob`` is the mean softmax probability (over the item's choices) of the gold choice, a
+    smooth tie-breaker. A candidate eliminated by racing (:mod:`layershear.scoring.racing`) has
+    ``exact=False`` and these numbers on the items it was scored on only (``correct`` then covers
+    those items).
+    """
+
+    removed: frozenset[int]
+    accuracy: float
+    random: float
+    gold_prob: float
+    accuracy_by_task: dict[str, float]
+    random_by_task: dict[str, float]
+    correct: tuple[bool, ...] = field(repr=False)
+    loglikelihoods: torch.Tensor | None = field(default=None, repr=False, compare=False)  # float64 [num_requests]
+    exact: bool = True        # False: a racing estimate on the first ``sequences`` requests of a random slice order
+    sequences: int = 0        # (context, continuation) requests scored for this result
+
+    @property
+    def above_random(self) -> bool:
+        return above_random(self.accuracy, self.random)
+
+    @property
+    def rank_key(self) -> tuple:
+        """The order greedy and beam search rank models by (lower = better): higher accuracy, then
+        higher gold probability, then the smaller set of removed blocks."""
+        return (-self.accuracy, -self.gold_prob, tuple(sorted(self.removed)))
+
+
+def model_accuracy(removed: frozenset[int], items: Sequence[MCItem], measures: Sequence[str],
+                   item_requests: Sequence[Sequence[int]], lls: torch.Tensor,
+                   index: Sequence[int] | None = None) -> ModelAccuracy:
+    """The :class:`ModelAccuracy` of the model without ``removed`` from its per-request log-likelihoods.
+
+    Args:
+        removed: the removed blocks.
+        items: the document set D; ``measures[i]`` (acc or acc_norm) is item i's measure.
+        item_requests: indices into ``lls`` of each item's choices, in choice order.
+        lls: float64 ``[num_requests]`` summed continuation log-likelihoods (nats).
+        index: only these item indices (a racing estimate, ``exact=False``); None = all of D.
+    """
+    exact = index is None
+    index = list(range(len(items))) if index is None else list(index)
+    docs = [items[i] for i in index]
+    sub = lls[[k for i in index for k in item_requests[i]]]
+    scores = item_scores(docs, sub, measures=[measures[i] for i in index])
+    ok = correct(docs, scores)
+    probs = [torch.softmax(sc, 0)[item.gold] for item, sc in zip(docs, scores)]
+    by_task: dict[str, list[int]] = {}
+    for k, item in enumerate(docs):
+        by_task.setdefault(item.task, []).append(k)
+    return ModelAccuracy(
+        removed=removed,
+        accuracy=float(ok.double().mean()),
+        random=random_accuracy(docs),
+        gold_prob=float(torch.stack(probs).mean()),
+        accuracy_by_task={t: float(ok[idx].double().mean()) for t, idx in sorted(by_task.items())},
+        random_by_task={t: random_accuracy([docs[k] for k in idx]) for t, idx in sorted(by_task.items())},
+        correct=tuple(bool(x) for x in ok),
+        loglikelihoods=lls if exact else None,
+        exact=exact,
+        sequences=int(sub.numel()),
+    )

@@ -1,8 +1,8 @@
 """Block importance from the literature, on calibration text: ShortGPT BI, angular distance, perplexity, Taylor.
 
 These are the baselines that accuracy-based relevance (``layershear.scoring.scorer``) is compared against. Each
-function returns ``{original block index: score}`` for the blocks still in the model once ``drop`` is
-removed, and for every metric a HIGHER score means a MORE important block (drop the lowest first).
+function returns ``{original block index: score}`` for the blocks still in the model once the blocks in
+``removed`` are taken out, and for every metric a HIGHER score means a MORE important block (remove the lowest first).
 
 Text is tokenised as lm-eval does (``add_special_tokens=False``, nothing prepended), left-truncated to
 ``max_length`` tokens and right-padded with an ``attention_mask``; every average is over real tokens only
@@ -24,8 +24,8 @@ from transformers import PreTrainedModel
 from layershear.data.benchmarks.base import MCItem
 from layershear.errors import LayershearError, ScoringError
 from layershear.model.arch import decoder_blocks
-from layershear.model.layer_config import keep_from_drop
-from layershear.model.surgery import drop_blocks
+from layershear.model.layer_config import kept_blocks
+from layershear.model.surgery import remove_blocks
 
 _Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``(a, b) -> d``: ``a``, ``b`` of shape ``(batch, seq, hidden)``; ``d`` of shape ``(batch, seq)``, float32."""
@@ -88,19 +88,19 @@ def _forward(model: PreTrainedModel, batch: _Batch) -> Any:
     return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
 
 
-def _keep(model: PreTrainedModel, drop: Collection[int]) -> list[int]:
-    return keep_from_drop(drop, len(decoder_blocks(model)), error=LayershearError)
+def _keep(model: PreTrainedModel, removed: Collection[int]) -> list[int]:
+    return kept_blocks(removed, len(decoder_blocks(model)), error=LayershearError)
 
 
 @contextmanager
-def _watch_blocks(model: PreTrainedModel, drop: Collection[int], visit: _Visit) -> Iterator[list[int]]:
-    """Inside ``drop_blocks(model, drop)``, call ``visit(position, block_input, block_output)`` after each block runs.
+def _watch_blocks(model: PreTrainedModel, removed: Collection[int], visit: _Visit) -> Iterator[list[int]]:
+    """Inside ``remove_blocks(model, removed)``, call ``visit(position, block_input, block_output)`` after each block runs.
 
     Yields the original indices of the remaining blocks (``keep[position]``). Hooks are removed on exit.
     """
-    keep = _keep(model, drop)
+    keep = _keep(model, removed)
     handles: list[torch.utils.hooks.RemovableHandle] = []
-    with drop_blocks(model, drop):
+    with remove_blocks(model, removed):
         try:
             for position, block in enumerate(decoder_blocks(model)):
                 entering: list[torch.Tensor] = []
@@ -134,7 +134,7 @@ def _angle_over_pi(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def _span_scores(model: PreTrainedModel, batches: list[_Batch], *, n: int, distance: _Distance, drop: Collection[int]) -> dict[int, float]:
+def _span_scores(model: PreTrainedModel, batches: list[_Batch], *, n: int, distance: _Distance, removed: Collection[int]) -> dict[int, float]:
     """Token-weighted mean of ``distance(input of block l, output of block l+n-1)`` for every block l with l+n <= count."""
     open_spans: dict[int, torch.Tensor] = {}  # position -> input of a block whose span has not closed yet
     sums: dict[int, torch.Tensor] = {}
@@ -147,7 +147,7 @@ def _span_scores(model: PreTrainedModel, batches: list[_Batch], *, n: int, dista
             d = distance(open_spans.pop(start), x_out)[state["mask"]].double().sum()
             sums[start] = sums[start] + d if start in sums else d
 
-    with _watch_blocks(model, drop, visit) as keep:
+    with _watch_blocks(model, removed, visit) as keep:
         if not 1 <= n <= len(keep):
             raise ScoringError(f"n={n} blocks per span, but {len(keep)} blocks remain; pass 1 <= n <= {len(keep)}")
         tokens = 0
@@ -160,7 +160,7 @@ def _span_scores(model: PreTrainedModel, batches: list[_Batch], *, n: int, dista
 
 
 def cosine_scores(
-    model: PreTrainedModel, tokenizer: Any, texts: Sequence[str], *, drop: Collection[int] = (), batch_size: int = 8, max_length: int = 2048
+    model: PreTrainedModel, tokenizer: Any, texts: Sequence[str], *, removed: Collection[int] = (), batch_size: int = 8, max_length: int = 2048
 ) -> dict[int, float]:
     """ShortGPT Block Influence: one minus the mean cosine similarity of each block's input and output.
 
@@ -174,7 +174,7 @@ def cosine_scores(
         tokenizer: Callable as ``tokenizer(texts, add_special_tokens=False)["input_ids"]``; ``pad_token_id``
             (``None`` -> 0) pads batches.
         texts: Calibration texts, e.g. ``calibration_texts(items)``.
-        drop: Original indices of blocks removed (in memory) before scoring.
+        removed: Original indices of blocks removed (in memory) before scoring.
         batch_size: Texts per forward pass.
         max_length: Longer texts keep their last ``max_length`` tokens.
 
@@ -184,10 +184,10 @@ def cosine_scores(
 
     Raises:
         ScoringError: ``texts`` is empty or tokenises to nothing, or ``batch_size``/``max_length`` < 1.
-        LayershearError: ``drop`` is out of range or removes every block.
+        LayershearError: ``removed`` is out of range or removes every block.
     """
     batches = _batches(model, tokenizer, texts, batch_size, max_length)
-    return _span_scores(model, batches, n=1, distance=_one_minus_cos, drop=drop)
+    return _span_scores(model, batches, n=1, distance=_one_minus_cos, removed=removed)
 
 
 def angular_scores(
@@ -196,7 +196,7 @@ def angular_scores(
     texts: Sequence[str],
     *,
     n: int = 1,
-    drop: Collection[int] = (),
+    removed: Collection[int] = (),
     batch_size: int = 8,
     max_length: int = 2048,
 ) -> dict[int, float]:
@@ -212,7 +212,7 @@ def angular_scores(
     Args:
         n: Span length in blocks; the score of block ``l`` is the distance across the span ``l .. l+n-1`` that
             starts at it, so pruning the ``n`` blocks from the lowest-scored ``l`` follows the paper.
-        model, tokenizer, texts, drop, batch_size, max_length: As in ``cosine_scores``.
+        model, tokenizer, texts, removed, batch_size, max_length: As in ``cosine_scores``.
 
     Returns:
         ``{original block index: distance}``, unitless in ``[0, 1]``, for the remaining blocks at positions
@@ -221,10 +221,10 @@ def angular_scores(
 
     Raises:
         ScoringError: As ``cosine_scores``, or ``n`` is not in ``[1, remaining block count]``.
-        LayershearError: ``drop`` is out of range or removes every block.
+        LayershearError: ``removed`` is out of range or removes every block.
     """
     batches = _batches(model, tokenizer, texts, batch_size, max_length)
-    return _span_scores(model, batches, n=n, distance=_angle_over_pi, drop=drop)
+    return _span_scores(model, batches, n=n, distance=_angle_over_pi, removed=removed)
 
 
 def _nll_sum(model: PreTrainedModel, batch: _Batch) -> torch.Tensor:
@@ -243,59 +243,59 @@ def _predicted_tokens(batches: list[_Batch]) -> int:
 
 
 @torch.inference_mode()
-def _perplexity(model: PreTrainedModel, batches: list[_Batch], drop: Collection[int]) -> float:
+def _perplexity(model: PreTrainedModel, batches: list[_Batch], removed: Collection[int]) -> float:
     count = _predicted_tokens(batches)
-    with drop_blocks(model, drop):
+    with remove_blocks(model, removed):
         total = sum(float(_nll_sum(model, batch)) for batch in batches)
     return math.exp(total / count)
 
 
 def perplexity(
-    model: PreTrainedModel, tokenizer: Any, texts: Sequence[str], *, drop: Collection[int] = (), batch_size: int = 8, max_length: int = 2048
+    model: PreTrainedModel, tokenizer: Any, texts: Sequence[str], *, removed: Collection[int] = (), batch_size: int = 8, max_length: int = 2048
 ) -> float:
-    """Perplexity of the model without ``drop`` on ``texts``: ``exp`` of the mean next-token NLL.
+    """Perplexity of the model without ``removed`` on ``texts``: ``exp`` of the mean next-token NLL.
 
     The mean is over every predicted real token of every text (token-weighted); token ``t`` predicts ``t+1``,
     so a 1-token text contributes nothing. Log-softmax is taken in float32.
 
     Args:
-        model, tokenizer, texts, drop, batch_size, max_length: As in ``cosine_scores``.
+        model, tokenizer, texts, removed, batch_size, max_length: As in ``cosine_scores``.
 
     Returns:
         Perplexity, a float >= 1 (unitless).
 
     Raises:
         ScoringError: As ``cosine_scores``, or no text has 2 or more tokens.
-        LayershearError: ``drop`` is out of range or removes every block.
+        LayershearError: ``removed`` is out of range or removes every block.
     """
-    return _perplexity(model, _batches(model, tokenizer, texts, batch_size, max_length), drop)
+    return _perplexity(model, _batches(model, tokenizer, texts, batch_size, max_length), removed)
 
 
 def perplexity_scores(
-    model: PreTrainedModel, tokenizer: Any, texts: Sequence[str], *, drop: Collection[int] = (), batch_size: int = 8, max_length: int = 2048
+    model: PreTrainedModel, tokenizer: Any, texts: Sequence[str], *, removed: Collection[int] = (), batch_size: int = 8, max_length: int = 2048
 ) -> dict[int, float]:
     """Perplexity of the model once each remaining block is also removed (SLEB / Shortened LLaMA PPL).
 
     Song et al. 2024, "SLEB: Streamlining LLMs through Redundancy Verification and Elimination of
     Transformer Blocks" (arXiv 2402.09025), and the PPL criterion of Kim et al. 2024, "Shortened LLaMA:
-    Depth Pruning for LLMs" (arXiv 2402.02834), Sec. 3.1: block ``l`` scores ``perplexity(drop | {l})``;
+    Depth Pruning for LLMs" (arXiv 2402.02834), Sec. 3.1: block ``l`` scores ``perplexity(removed | {l})``;
     a block whose removal hurts perplexity most is the most important. One pass over ``texts`` per block.
 
     Args:
-        model, tokenizer, texts, drop, batch_size, max_length: As in ``cosine_scores``.
+        model, tokenizer, texts, removed, batch_size, max_length: As in ``cosine_scores``.
 
     Returns:
         ``{original block index: perplexity without it}`` for each remaining block.
 
     Raises:
         ScoringError: As ``perplexity``, or only one block remains (it cannot be removed too).
-        LayershearError: ``drop`` is out of range.
+        LayershearError: ``removed`` is out of range.
     """
     batches = _batches(model, tokenizer, texts, batch_size, max_length)
-    keep = _keep(model, drop)
+    keep = _keep(model, removed)
     if len(keep) < 2:
-        raise ScoringError(f"only block {keep[0]} remains after drop={sorted(drop)}; drop fewer blocks to score removals")
-    return {block: _perplexity(model, batches, set(drop) | {block}) for block in keep}
+        raise ScoringError(f"only block {keep[0]} remains after removing {sorted(removed)}; remove fewer blocks to score removals")
+    return {block: _perplexity(model, batches, set(removed) | {block}) for block in keep}
 
 
 @contextmanager
@@ -318,7 +318,7 @@ def _grad_only_for(model: PreTrainedModel, params: list[torch.nn.Parameter]) -> 
 
 
 def taylor_scores(
-    model: PreTrainedModel, tokenizer: Any, texts: Sequence[str], *, drop: Collection[int] = (), batch_size: int = 8, max_length: int = 2048
+    model: PreTrainedModel, tokenizer: Any, texts: Sequence[str], *, removed: Collection[int] = (), batch_size: int = 8, max_length: int = 2048
 ) -> dict[int, float]:
     """First-order Taylor importance of each block: ``sum over its weights of |W * dL/dW|`` (Shortened LLaMA).
 
@@ -331,19 +331,19 @@ def taylor_scores(
     float32, which needs one float32 copy of the remaining blocks' weights in memory.
 
     Args:
-        model, tokenizer, texts, drop, batch_size, max_length: As in ``cosine_scores``.
+        model, tokenizer, texts, removed, batch_size, max_length: As in ``cosine_scores``.
 
     Returns:
         ``{original block index: importance}`` for each remaining block, in nats (the loss's unit), >= 0.
 
     Raises:
         ScoringError: As ``perplexity``.
-        LayershearError: ``drop`` is out of range or removes every block.
+        LayershearError: ``removed`` is out of range or removes every block.
     """
     batches = _batches(model, tokenizer, texts, batch_size, max_length)
     count = _predicted_tokens(batches)
-    keep = _keep(model, drop)
-    with drop_blocks(model, drop):
+    keep = _keep(model, removed)
+    with remove_blocks(model, removed):
         per_block = [list(block.parameters()) for block in decoder_blocks(model)]
         params = [p for ps in per_block for p in ps]
         with _grad_only_for(model, params):

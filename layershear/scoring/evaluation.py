@@ -1,19 +1,27 @@
-"""Held-out evaluation: lm-eval style acc / acc_norm (with standard errors) per task."""
+"""Held-out evaluation: lm-eval style acc / acc_norm (with standard errors) per task.
+
+Each task's documents are scored in one pass of the log-likelihood engine
+(:func:`layershear.engine.loglikelihood.loglikelihood`, lm-eval's ``LM.loglikelihood`` seam), then
+reduced as lm-eval's ``multiple_choice`` tasks do: every measure the task's lm-eval YAML lists
+(acc, and acc_norm where listed), with lm-eval's standard error of the mean.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from layershear.data.benchmarks import MCItem, get_task, random_accuracy
+from layershear.engine.config import EngineConfig
+from layershear.engine.loglikelihood import ProgressFn, loglikelihood
+from layershear.engine.requests import requests_of
 from layershear.errors import ScoringError
 from layershear.scoring.accuracy import correct, item_scores, stderr
-from layershear.scoring.scorer import ProgressFn, Scorer
 
 
 @dataclass(frozen=True)
 class TaskResult:
-    """One task's scores; ``values``/``stderrs`` map metric name (acc, acc_norm) to a fraction in [0, 1]."""
+    """One task's scores; ``values``/``stderrs`` map measure name (acc, acc_norm) to a fraction in [0, 1]."""
 
     task: str
     num_docs: int
@@ -22,9 +30,10 @@ class TaskResult:
     random: float
 
 
-def evaluate_items(model, tokenizer, items: Sequence[MCItem], *, batch_size: int = 16, max_length: int | None = None,
-                   add_bos: bool = False, on_progress: ProgressFn | None = None) -> TaskResult:
-    """Score one task's items with every metric its lm-eval YAML lists (acc, and acc_norm where listed).
+def evaluate_items(model, tokenizer, items: Sequence[MCItem], *, removed: Iterable[int] = (), batch_size: int = 16,
+                   max_length: int | None = None, add_bos: bool = False, engine: str | EngineConfig = "fast",
+                   on_progress: ProgressFn | None = None) -> TaskResult:
+    """Score one task's items (the model without ``removed``) with every measure its lm-eval YAML lists.
 
     ``on_progress(task, batches_done, batches_total)`` is called after every forward pass.
 
@@ -34,12 +43,12 @@ def evaluate_items(model, tokenizer, items: Sequence[MCItem], *, batch_size: int
     if not items:
         raise ScoringError("evaluate_items() needs at least one document")
     task = items[0].task
-    lls = Scorer(model, tokenizer, items, batch_size=batch_size, max_length=max_length, add_bos=add_bos,
-                 on_progress=on_progress).loglikelihoods(label=task)
+    lls = loglikelihood(model, tokenizer, requests_of(items), removed=removed, batch_size=batch_size,
+                        max_length=max_length, add_bos=add_bos, engine=engine, on_progress=on_progress, label=task)
     values, errs = {}, {}
-    for metric in get_task(task).metrics:
-        ok = correct(items, item_scores(items, lls, metrics=[metric] * len(items))).double()
-        values[metric], errs[metric] = float(ok.mean()), stderr(ok)
+    for measure in get_task(task).measures:
+        ok = correct(items, item_scores(items, lls, measures=[measure] * len(items))).double()
+        values[measure], errs[measure] = float(ok.mean()), stderr(ok)
     return TaskResult(task, len(items), values, errs, random_accuracy(items))
 
 

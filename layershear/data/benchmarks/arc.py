@@ -2,7 +2,7 @@
 
 Format (``lm_eval/tasks/arc/arc_easy.yaml``): context ``"Question: {question}\\nAnswer:"``, choices
 ``choices.text`` (3-5 of them), gold ``choices.label.index(answerKey)``; some items use labels
-``"1"``-``"4"``. Scored on ``test``; metrics acc and acc_norm.
+``"1"``-``"4"``. Scored on ``test``; measures acc and acc_norm.
 
 Local copy: the original AI2 jsonl (``ARC-*-Test.jsonl`` = test, ``ARC-*-Dev.jsonl`` = validation).
 There is no usable local train split (``llm-adapters/train.json`` is a lossy conversion).
@@ -66,7 +66,7 @@ def _spec(task: str) -> TaskSpec:
         hub_name=_FILES[task][0],
         eval_split="test",
         train_split="train",
-        metrics=("acc", "acc_norm"),
+        measures=("acc", "acc_norm"),
         fields=("question", "choices", "answerKey"),
         structured_fields=("choices",),
         doc_to_item=doc_to_item,

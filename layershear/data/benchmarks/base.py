@@ -133,7 +133,8 @@ class TaskSpec:
         hub_name: ``dataset_name`` of the lm-eval YAML, or ``None``.
         eval_split: The split lm-eval scores (``test_split`` if the task has one, else validation).
         train_split: The split to calibrate on (lm-eval's ``training_split``; see each task module).
-        metrics: Metrics the lm-eval YAML reports, ``("acc", "acc_norm")`` or ``("acc",)``.
+        measures: Accuracy measures the lm-eval YAML reports (its ``metric_list``), ``("acc", "acc_norm")``
+            or ``("acc",)``.
         fields: HF-format row fields the converter reads (used in error messages).
         structured_fields: Fields holding lists or dicts; CSV/TSV cells in these are JSON-decoded.
         doc_to_item: Converter from one HF-format row to an :class:`MCItem`.
@@ -147,7 +148,7 @@ class TaskSpec:
     hub_name: str | None
     eval_split: str
     train_split: str
-    metrics: tuple[str, ...]
+    measures: tuple[str, ...]
     fields: tuple[str, ...]
     doc_to_item: DocToItem = field(repr=False, compare=False)
     local_files: Mapping[str, tuple[str, ...]] = field(repr=False, compare=False)

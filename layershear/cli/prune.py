@@ -1,0 +1,79 @@
+"""``layershear prune``: score, remove, evaluate, export (and push) — :func:`layershear.prune_model`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from layershear.cli.options import Command, calib_options, command_line, data_of, data_options, model_options
+from layershear.scoring.metric_names import METRICS
+
+
+@click.command(cls=Command, name="prune")
+@click.argument("model")
+@click.option("--ratio", type=float, default=None, help="Fraction of blocks to remove, in (0, 1); rounded half up.")
+@click.option("--num-remove", type=int, default=None, help="Number of blocks to remove (instead of --ratio).")
+@calib_options
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Folder for the pruned HF model.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out folder (only once the new one is complete).")
+@click.option("--beam", "beam_width", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Beam width; 1 = the paper's greedy search, >1 backtracks over the best partial removal sets.")
+@click.option("--eval", "eval_spec", default=None,
+              help="Eval suite run before and after pruning on held-out docs (eval-paper, eval-demo, or task[:limit],...).")
+@click.option("--metric", type=click.Choice(METRICS), default="accuracy", show_default=True,
+              help="Block importance: accuracy (the paper's relevance) or a baseline: cosine (ShortGPT), angular "
+                   "(Gromov et al.), perplexity (SLEB), taylor (Shortened LLaMA).")
+@click.option("--iterative/--one-shot", default=None,
+              help="Rescore after every removal (default for accuracy and perplexity) or rank once (default for the others).")
+@click.option("--race", is_flag=True, help="Racing: stop scoring a candidate once a confidence bound shows it cannot be "
+              "removed this step (Hoeffding-Serfling on growing random slices). Exact mode is the default.")
+@click.option("--race-delta", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True,
+              help="With --race: probability per step that racing eliminates the candidate exact mode would remove.")
+@click.option("--race-slices", type=click.IntRange(min=2), default=8, show_default=True,
+              help="With --race: random slices of the calibration set (looks at the bound).")
+@click.option("--compile", "compile_blocks", is_flag=True,
+              help="torch.compile the decoder blocks' parts: faster forwards on CUDA once compiled, but the compile "
+                   "costs seconds and bf16 rounds differently; pays off on long jobs only.")
+@click.option("--push-to-hub", "push_repo", default=None, help="Also upload the pruned model to this Hub repo (user/name).")
+@click.option("--private", is_flag=True, help="Create the Hub repo as private.")
+@click.option("--max-shard-size", default="5GB", show_default=True, help="Largest safetensors shard (e.g. 2GB, 500MB).")
+@data_options
+@model_options
+def command(model, ratio, num_remove, calib_spec, acc_norm, engine, out, overwrite, beam_width, eval_spec, metric,
+            iterative, race, race_delta, race_slices, compile_blocks, push_repo, private, max_shard_size, source,
+            data_dir, batch_size, max_length, add_bos, dtype, device, revision) -> None:
+    """Score blocks, remove the least relevant ones greedily, export the pruned MODEL (Hub id or local folder)."""
+    from layershear.cli.render import ERR, OUT, eval_table, reporting, steps_table
+    from layershear.engine.distributed import is_main
+    from layershear.export.atomic import check_target
+    from layershear.export.exporter import parse_size
+    from layershear.pipeline import prune_model
+    from layershear.scoring.racing import RaceSettings
+
+    check_target(out, overwrite)                 # everything that can fail fast fails before the search
+    parse_size(max_shard_size)
+    if push_repo:
+        from layershear.export.hub import check_token
+
+        check_token(push_repo)
+    with reporting() as on_event:
+        run = prune_model(model, calib=calib_spec, ratio=ratio, num_remove=num_remove, metric=metric,
+                          search="greedy" if beam_width == 1 else "beam", beam_width=beam_width, iterative=iterative,
+                          acc_norm=acc_norm, engine=engine, compile_blocks=compile_blocks, eval=eval_spec,
+                          race=RaceSettings(delta=race_delta, slices=race_slices) if race else None,
+                          batch_size=batch_size, max_length=max_length, add_bos=add_bos, dtype=dtype, device=device,
+                          revision=revision, data=data_of(source, data_dir), command=command_line(),
+                          on_event=on_event)
+    if run.search is not None:
+        OUT.print(steps_table(run.search))
+    if run.held_out is not None:
+        OUT.print(eval_table({"base": run.held_out.base, "pruned": run.held_out.pruned},
+                             title=f"Held-out evaluation ({run.held_out.suite})"))
+    if not is_main():
+        return                 # rank 0 writes the model
+    with ERR.status(f"exporting to {out}"):
+        run.save_pretrained(out, overwrite=overwrite, max_shard_size=max_shard_size)
+    ERR.print(f"wrote {out} (load it with AutoModelForCausalLM.from_pretrained({str(out)!r}))", markup=False)
+    if push_repo:
+        ERR.print(f"pushed: {run.push_to_hub(push_repo, private=private)}", markup=False)

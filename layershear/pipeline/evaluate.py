@@ -1,0 +1,30 @@
+"""The ``eval`` job: held-out acc / acc_norm of a model, lm-eval style, on documents no calibration used."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from layershear.data.benchmarks import MCItem
+from layershear.engine.config import EngineConfig
+from layershear.inputs import model_and_tokenizer
+from layershear.pipeline.run import EventFn, PruneEvent
+from layershear.scoring.evaluation import TaskResult
+
+
+def evaluate_model(model, tokenizer=None, *, tasks: Mapping[str, Sequence[MCItem]], removed: Iterable[int] = (),
+                   name: str = "", batch_size: int = 16, max_length: int | None = None, add_bos: bool = False,
+                   engine: str | EngineConfig = "fast", dtype: str = "auto", device: str = "auto",
+                   revision: str | None = None, on_event: EventFn | None = None) -> tuple[TaskResult, ...]:
+    """Every measure of every task in ``tasks`` (:func:`layershear.inputs.eval_documents`) for
+    ``model`` (a Hub id, a folder or a loaded model) without ``removed``, one progress stage per task.
+
+    Raises:
+        UnsupportedModelError: as :func:`layershear.inputs.model_and_tokenizer`.
+    """
+    from layershear.pipeline.stages import evaluate_removed
+
+    emit = on_event or (lambda _e: None)
+    emit(PruneEvent("stage", f"loading {getattr(model, 'name_or_path', model)}"))
+    hf_model, tokenizer, _ = model_and_tokenizer(model, tokenizer, dtype=dtype, device=device, revision=revision)
+    return evaluate_removed(hf_model, tokenizer, tasks, tuple(removed), name=name or str(model), emit=emit,
+                            batch_size=batch_size, max_length=max_length, add_bos=add_bos, engine=engine)

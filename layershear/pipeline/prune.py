@@ -1,0 +1,142 @@
+"""The whole prune job as one library call: :func:`prune_model` -> :class:`PruneRun`.
+
+Draw the calibration set, load the model, score and search (accuracy-based relevance with greedy or
+beam search, or a baseline metric), evaluate before and after on held-out documents, and keep what
+``layershear.json`` records. :meth:`PruneRun.save_pretrained` then streams the pruned checkpoint
+from the source shards (:class:`layershear.export.exporter.Exporter`), and
+:meth:`PruneRun.push_to_hub` uploads it. The CLI's ``prune`` is a thin layer over these calls.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from layershear.data.calibration import CalibrationSet
+from layershear.data.recipes import CalibrationRecipe, EvalSuite
+from layershear.engine.config import EngineConfig
+from layershear.errors import LayershearError
+from layershear.inputs import DataSource, calibration_set, describe_calibration, eval_documents, model_and_tokenizer
+from layershear.pipeline.run import EventFn, HeldOut, PruneEvent, PruneRun
+from layershear.scoring.metric_names import ITERATIVE_BY_DEFAULT, METRICS
+from layershear.scoring.racing import RaceSettings
+
+#: what a search strategy is called in ``search=``
+SEARCHES = ("greedy", "beam")
+
+
+def _check(metric: str, search: str, beam_width: int, iterative: bool | None, race: Any, compile_blocks: bool) -> bool:
+    """The resolved ``iterative``; raises LayershearError on a combination that does not apply."""
+    if metric not in METRICS:
+        raise LayershearError(f"Unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
+    if search not in SEARCHES:
+        raise LayershearError(f"Unknown search {search!r}; choose one of: {', '.join(SEARCHES)}")
+    if beam_width < 1 or (search == "greedy" and beam_width != 1):
+        raise LayershearError(f"beam width {beam_width}: greedy search has width 1; use search='beam' with a width >= 1")
+    iterative = metric in ITERATIVE_BY_DEFAULT if iterative is None else iterative
+    if metric == "accuracy" and not iterative:
+        raise LayershearError("--one-shot is for the baseline metrics; accuracy relevance is scored greedily (drop --one-shot)")
+    if metric != "accuracy" and (race is not None or search != "greedy" or compile_blocks):
+        raise LayershearError(f"--race, --beam and --compile apply to --metric accuracy, not {metric}")
+    return iterative
+
+
+def prune_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | CalibrationSet = "mix10",
+                ratio: float | None = None, num_remove: int | None = None, metric: str = "accuracy",
+                search: str = "greedy", beam_width: int = 1, iterative: bool | None = None,
+                acc_norm: bool | None = None, engine: str | EngineConfig = "fast", race: RaceSettings | None = None,
+                compile_blocks: bool = False, eval: str | EvalSuite | None = None, batch_size: int = 16,
+                max_length: int | None = None, add_bos: bool = False, dtype: str = "auto", device: str = "auto",
+                revision: str | None = None, data: DataSource | None = None, command: str | None = None,
+                on_event: EventFn | None = None) -> PruneRun:
+    """Remove ``ratio`` (or ``num_remove``) of ``model``'s decoder blocks, chosen on a calibration set.
+
+    Args:
+        model: a Hub id, a local folder, or a loaded ``PreTrainedModel`` (then its checkpoint is
+            ``model.name_or_path``; the export checks that it holds the weights that were scored).
+        tokenizer: the model's tokenizer (default: loaded with the model).
+        calib: the calibration set D: a recipe name (``mix10``: the paper's 10% of eight benchmarks'
+            training splits), a YAML path, inline ``task:amount,...``, a recipe or a drawn set.
+        ratio: fraction of the blocks to remove, in (0, 1), rounded half up; or ``num_remove``.
+        metric: ``accuracy`` (the paper's AccBasedRelevance) or a baseline: ``cosine``, ``angular``,
+            ``perplexity``, ``taylor`` (:mod:`layershear.scoring.baselines`).
+        search: ``greedy`` (the paper) or ``beam`` (``beam_width`` partial removal sets per depth).
+        iterative: rescore after every removal (baselines; None = the metric's default).
+        acc_norm: score every task by acc_norm / acc (None = lm-eval's choice per task).
+        engine: ``fast`` or ``reference`` (lm-eval's computation), or an ``EngineConfig``.
+        race: :class:`layershear.scoring.racing.RaceSettings` to race candidates, None = exact.
+        compile_blocks: ``torch.compile`` the blocks' parts (long CUDA jobs).
+        eval: an eval suite scored before and after on held-out documents (none by default).
+        batch_size, max_length, add_bos: as :class:`layershear.scoring.scorer.Scorer`.
+        dtype, device, revision: how to load ``model`` when it is an id or folder.
+        data: where benchmark documents come from (default: local copies when found, else the Hub).
+        command: the command line recorded in ``layershear.json`` and the card (default: this call).
+        on_event: progress and plan reporting, see :class:`PruneEvent`.
+
+    Returns:
+        The :class:`PruneRun`; ``save_pretrained`` writes the pruned model.
+
+    Raises:
+        LayershearError: bad settings (before any model is loaded), unknown recipe or task,
+            unsupported model; ScoringError when relevance is undefined (the model is not above
+            chance on the calibration set).
+
+    Example:
+        >>> run = prune_model("HuggingFaceTB/SmolLM2-135M", calib="mix10", ratio=0.25)
+        >>> run.removed, run.final.accuracy
+        >>> run.save_pretrained("smollm2-pruned")
+    """
+    from layershear.export.exporter import fingerprint
+    from layershear.model.arch import decoder_blocks
+    from layershear.pipeline.stages import before_after, search_by_accuracy, search_by_baseline
+    from layershear.search.count import check_request, num_to_remove
+
+    emit = on_event or (lambda _e: None)
+    check_request(ratio, num_remove)
+    iterative = _check(metric, search, beam_width, iterative, race, compile_blocks)
+    calibration = calibration_set(calib, data)
+    for note in calibration.notes:
+        emit(PruneEvent("note", note))
+    emit(PruneEvent("info", describe_calibration(calibration)))
+    held_out = eval_documents(eval, data, exclude=calibration.used()) if eval is not None else None
+    emit(PruneEvent("stage", f"loading {getattr(model, 'name_or_path', model)}"))
+    in_memory = not isinstance(model, str | os.PathLike)
+    hf_model, tokenizer, source = model_and_tokenizer(model, tokenizer, dtype=dtype, device=device, revision=revision)
+    num_blocks = len(decoder_blocks(hf_model))
+    k = num_to_remove(num_blocks, ratio=ratio, num=num_remove)
+    emit(PruneEvent("info", f"removing {k} of {num_blocks} blocks"))
+    opts = dict(batch_size=batch_size, max_length=max_length, add_bos=add_bos)
+    started = time.perf_counter()
+    if metric == "accuracy":
+        found = search_by_accuracy(hf_model, tokenizer, calibration, k, width=beam_width, acc_norm=acc_norm,
+                                   engine=engine, race=race, compile_blocks=compile_blocks, emit=emit, **opts)
+    else:
+        found = search_by_baseline(hf_model, tokenizer, calibration, k, metric=metric, iterative=iterative,
+                                   acc_norm=acc_norm, emit=emit, **opts)
+    seconds = time.perf_counter() - started
+    removed = found.removed
+    evaluation = None
+    if held_out is not None:
+        evaluation = HeldOut(held_out[0], *before_after(hf_model, tokenizer, held_out[1], removed, emit=emit, **opts))
+    settings = {"ratio": ratio, "num_remove": k, "metric": metric, "strategy": found.strategy,
+                "iterative": iterative, "acc_norm": acc_norm,
+                "engine": engine if isinstance(engine, str) else "custom", "dtype": dtype, "device": device,
+                "beam_width": beam_width, "eval": held_out[0] if held_out else None}
+    record = found.record(calibration, source=source, settings=settings, seconds=seconds, held_out=evaluation,
+                          command=command or _call(source, calibration, ratio, num_remove, metric, search, beam_width))
+    return PruneRun(source=source, revision=revision, num_blocks=num_blocks, removed=tuple(removed), metric=metric,
+                    strategy=found.strategy, full=found.full, final=found.final, record=record,
+                    calibration=calibration.recipe, search=found.search, baseline=found.baseline, held_out=evaluation,
+                    fingerprint=fingerprint(hf_model) if in_memory else None)
+
+
+def _call(source, calibration, ratio, num_remove, metric, search, width) -> str:
+    args = [repr(source), f"calib={calibration.recipe!r}",
+            f"ratio={ratio}" if ratio is not None else f"num_remove={num_remove}"]
+    args += [f"metric={metric!r}"] if metric != "accuracy" else []
+    args += [f"search={search!r}, beam_width={width}"] if search != "greedy" else []
+    return f"layershear.prune_model({', '.join(args)})"
+
+
+__all__ = ["SEARCHES", "prune_model"]

@@ -1,0 +1,152 @@
+"""What a prune job reports while it runs (:class:`PruneEvent`) and what it returns (:class:`PruneRun`)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from layershear.scoring.accuracy import ModelAccuracy
+from layershear.scoring.evaluation import TaskResult
+from layershear.search.baseline import MetricRemoval
+from layershear.search.result import SearchResult
+
+
+@dataclass(frozen=True)
+class PruneEvent:
+    """What :func:`prune_model` reports while it runs (the library never prints).
+
+    ``kind``: ``note`` (a caveat about the data, e.g. a fallback split), ``info`` (a line of the
+    plan or of a finished step), ``stage`` (a stage starts: ``text`` describes it, ``total`` counts
+    its passes, None when unknown) or ``progress`` (``count`` more passes of the current stage are
+    done; ``text`` names the model being scored).
+    """
+
+    kind: Literal["note", "info", "stage", "progress"]
+    text: str = ""
+    count: int = 0
+    total: int | None = None
+
+
+EventFn = Callable[[PruneEvent], None]
+
+
+class EngineProgress:
+    """Turns the engine's per-label batch counts (:data:`layershear.engine.loglikelihood.ProgressFn`)
+    into ``progress`` events that count passes done since the previous event."""
+
+    def __init__(self, emit: EventFn) -> None:
+        self.emit, self.label, self.done = emit, None, 0
+
+    def __call__(self, label: str, done: int, total: int) -> None:
+        step = done - self.done if label == self.label and done > self.done else done
+        self.label, self.done = label, done
+        self.emit(PruneEvent("progress", label, count=step))
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """Held-out evaluation of the model before (``base``) and after (``pruned``) the removal."""
+
+    suite: str
+    base: tuple[TaskResult, ...]
+    pruned: tuple[TaskResult, ...]
+
+
+@dataclass
+class PruneRun:
+    """The result of :func:`prune_model`.
+
+    Attributes:
+        source: checkpoint the export streams from (Hub id or folder).
+        revision: its Hub revision.
+        num_blocks: decoder blocks of the full model.
+        removed: original indices of the removed blocks, in removal order.
+        metric: what chose them (``accuracy`` or a baseline metric).
+        strategy: how (``greedy``, ``beam(W)``, ``one-shot``, ``iterative``).
+        search: every step's candidates (``metric="accuracy"``), else None.
+        baseline: the baseline metric's scores (``metric`` a baseline), else None.
+        full, final: calibration accuracy of the full and the pruned model.
+        held_out: before/after evaluation on held-out documents, if asked for.
+        record: the contents of ``layershear.json``.
+        calibration: the calibration recipe's name.
+        fingerprint: the scored model's weights, when it was passed in memory (checked at export).
+        saved_to: the folder :meth:`save_pretrained` last wrote (None before).
+    """
+
+    source: str
+    revision: str | None
+    num_blocks: int
+    removed: tuple[int, ...]
+    metric: str
+    strategy: str
+    full: ModelAccuracy
+    final: ModelAccuracy
+    record: dict[str, Any]
+    calibration: str
+    search: SearchResult | None = None
+    baseline: MetricRemoval | None = None
+    held_out: HeldOut | None = None
+    fingerprint: dict | None = field(default=None, repr=False)   # a model passed in memory (see Exporter.check_weights)
+    saved_to: Path | None = None
+
+    @property
+    def kept(self) -> tuple[int, ...]:
+        """Original indices of the blocks that stay, in order."""
+        return tuple(b for b in range(self.num_blocks) if b not in self.removed)
+
+    def model_card(self) -> str:
+        """The model card (README.md) of the pruned checkpoint."""
+        from layershear import __version__
+        from layershear.export.card import RemovedBlock, render_model_card
+
+        steps = self.search.steps if self.search is not None else ()
+        removed = [RemovedBlock(s.chosen.block_idx, s.chosen.relevance, s.chosen.accuracy) for s in steps] or \
+                  [RemovedBlock(b, None, None) for b in self.removed]
+        return render_model_card(base_model=self.source, num_blocks=self.num_blocks, removed=removed,
+                                 calibration=self.calibration, command=self.record["command"], version=__version__,
+                                 metric=self.metric, strategy=self.strategy)
+
+    def save_pretrained(self, save_directory: str | os.PathLike[str], *, overwrite: bool = False,
+                        max_shard_size: int | str = "5GB") -> Path:
+        """Write the pruned checkpoint: safetensors shards and index, config, tokenizer and other small
+        files, the model card and ``layershear.json``, atomically (a folder beside the target, renamed
+        into place when complete), streamed from :attr:`source` without building the model.
+
+        Raises:
+            ExportError: an existing target without ``overwrite``, a checkpoint that is not the scored
+                model, an unusable source or a failed write (nothing half-written is left).
+        """
+        from layershear.export.exporter import Exporter, parse_size
+        from layershear.export.record import dumps
+
+        exporter = Exporter(self.source, revision=self.revision, max_shard_bytes=parse_size(max_shard_size))
+        if self.fingerprint is not None:
+            exporter.check_weights(self.fingerprint)
+        self.saved_to = exporter.export(self.removed, save_directory, overwrite=overwrite, card=self.model_card(),
+                                        extra_files={"layershear.json": dumps(self.record)})
+        return self.saved_to
+
+    def push_to_hub(self, repo_id: str, *, private: bool = False, token: str | None = None) -> str:
+        """Upload the pruned checkpoint to the Hub as ``repo_id`` (the folder :meth:`save_pretrained`
+        wrote, else a temporary export).
+
+        Returns:
+            The URL of the commit.
+
+        Raises:
+            HubError: no token, network failure, or the Hub refused.
+        """
+        from layershear.export.hub import push_to_hub
+
+        if self.saved_to is not None and self.saved_to.is_dir():
+            return push_to_hub(self.saved_to, repo_id, private=private, token=token)
+        with tempfile.TemporaryDirectory(prefix="layershear-push-") as tmp:
+            folder = self.save_pretrained(Path(tmp) / "model")
+            self.saved_to = None
+            return push_to_hub(folder, repo_id, private=private, token=token)
+
+

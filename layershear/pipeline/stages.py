@@ -1,0 +1,138 @@
+"""The stages of a prune job: the search (by accuracy or by a baseline metric) and the held-out evaluation.
+
+Each stage reports through ``emit`` (:class:`layershear.pipeline.run.PruneEvent`) and returns plain
+results; :func:`layershear.pipeline.prune.prune_model` runs them in order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from layershear.data.benchmarks import MCItem
+from layershear.data.calibration import CalibrationSet
+from layershear.engine.config import ENGINES, EngineConfig
+from layershear.export.record import accuracy_dict, calibration_dict, eval_dict, run_record, search_dict
+from layershear.pipeline.run import EngineProgress, EventFn, HeldOut, PruneEvent
+from layershear.scoring.accuracy import ModelAccuracy
+from layershear.scoring.evaluation import TaskResult, evaluate_suite
+from layershear.scoring.scorer import Scorer
+from layershear.search.baseline import MetricRemoval, remove_by_metric
+from layershear.search.greedy import GreedyPruner
+from layershear.search.result import SearchResult, SearchStep
+
+
+@dataclass(frozen=True)
+class Found:
+    """What a search stage found, and the sections of ``layershear.json`` it contributes."""
+
+    removed: tuple[int, ...]
+    strategy: str
+    full: ModelAccuracy
+    final: ModelAccuracy
+    scorer: Scorer
+    search: SearchResult | None = None
+    baseline: MetricRemoval | None = None
+    compiled: bool = False
+
+    def record(self, calibration: CalibrationSet, *, source: str, settings: dict[str, Any], seconds: float,
+               held_out: HeldOut | None, command: str) -> dict[str, Any]:
+        """The whole ``layershear.json`` of the run."""
+        scorer = self.scorer
+        measures = scorer.measures_by_task()
+        sections: dict[str, Any] = {
+            "model": {"source": source, "num_blocks": scorer.num_blocks},
+            "calibration": calibration_dict(calibration, measures=measures, num_tokens=scorer.engine.num_tokens),
+        }
+        if self.search is not None:
+            sections["search"] = search_dict(self.search)
+            sections["cost"] = {"seconds": round(seconds, 2), "compiled": self.compiled, **scorer.cost()}
+        else:
+            sections["search"] = {**self.baseline.to_dict(), "full": accuracy_dict(self.full),
+                                  "final": accuracy_dict(self.final)}
+            sections["cost"] = {"seconds": round(seconds, 2)}
+        if held_out is not None:
+            sections["eval"] = {"suite": held_out.suite, "base": eval_dict(held_out.base),
+                                "pruned": eval_dict(held_out.pruned)}
+        return run_record(command=command, settings=settings, **sections)
+
+
+def _step_line(depth: int, total: int, step: SearchStep) -> str:
+    return (f"step {depth}/{total}: best removal set so far {sorted(step.after.removed)}, last removed block "
+            f"{step.chosen.block_idx} (relevance {step.chosen.relevance:+.4f}, calibration acc "
+            f"{100 * step.after.accuracy:.2f}%)")
+
+
+def search_by_accuracy(model, tokenizer, calibration: CalibrationSet, num_remove: int, *, width: int,
+                       acc_norm: bool | None, engine: str | EngineConfig, race, compile_blocks: bool, emit: EventFn,
+                       **opts) -> Found:
+    """Greedy (``width`` 1) or beam search by accuracy-based relevance; ``opts``: batch_size, max_length, add_bos."""
+    if compile_blocks:
+        from layershear.engine.compile import compile_blocks as compile_parts
+
+        emit(PruneEvent("info", f"compiling {len(compile_parts(model))} decoder-block modules (at their first forward)"))
+    scorer = Scorer(model, tokenizer, calibration.items, acc_norm=acc_norm, engine=engine, race=race,
+                    on_progress=EngineProgress(emit), **opts)
+    pruner = GreedyPruner(scorer, beam_width=width,
+                          on_step=lambda d, n, step: emit(PruneEvent("info", _step_line(d, n, step))))
+    total = scorer.expect(pruner.plan(num_remove))
+    for line in scorer.describe(steps=num_remove):
+        emit(PruneEvent("info", line))
+    emit(PruneEvent("stage", "scoring", total=total))
+    result = pruner.prune(num_remove)
+    return Found(result.removed, result.strategy, result.full, result.final, scorer, search=result,
+                 compiled=compile_blocks)
+
+
+def search_by_baseline(model, tokenizer, calibration: CalibrationSet, num_remove: int, *, metric: str,
+                       iterative: bool, acc_norm: bool | None, emit: EventFn, **opts) -> Found:
+    """Remove by a baseline metric (one-shot or iterative), then score the full and the pruned model
+    on the calibration set (two passes: no block-input cache)."""
+    from layershear.scoring.baselines import calibration_texts
+
+    def on_step(step: int, total: int, block: int, scores: dict[int, float]) -> None:
+        emit(PruneEvent("info", f"step {step}/{total}: remove block {block} ({metric} {scores[block]:.4g})"))
+
+    emit(PruneEvent("stage", f"{metric} scores ({'iterative' if iterative else 'one-shot'})"))
+    removal = remove_by_metric(metric, model, tokenizer, calibration_texts(calibration.items), num_remove=num_remove,
+                               num_blocks=_num_blocks(model), iterative=iterative,
+                               batch_size=opts["batch_size"], max_length=opts["max_length"] or 2048, on_step=on_step)
+    # two accuracies only: no block-input cache (it pays off across the candidates of a greedy step)
+    scorer = Scorer(model, tokenizer, calibration.items, acc_norm=acc_norm,
+                    engine=dataclasses.replace(ENGINES["fast"], skip_prefix=False), **opts)
+    full, final = scorer.accuracy(), scorer.accuracy(removal.removed)
+    emit(PruneEvent("info", f"calibration accuracy {100 * full.accuracy:.2f}% -> {100 * final.accuracy:.2f}% "
+                            f"(random {100 * full.random:.2f}%)"))
+    return Found(removal.removed, "iterative" if iterative else "one-shot", full, final, scorer, baseline=removal)
+
+
+def _num_blocks(model) -> int:
+    from layershear.model.arch import decoder_blocks
+
+    return len(decoder_blocks(model))
+
+
+def evaluate_removed(model, tokenizer, tasks: Mapping[str, Sequence[MCItem]], removed: Sequence[int], *, name: str,
+                     emit: EventFn, **opts) -> tuple[TaskResult, ...]:
+    """Held-out acc / acc_norm of the model without ``removed``, a progress stage per task."""
+    current: dict[str, Any] = {"task": None}
+
+    def on_progress(task: str, done: int, total: int) -> None:
+        if task != current["task"]:
+            current["task"] = task
+            emit(PruneEvent("stage", f"eval {name}: {task}", total=total))
+        emit(PruneEvent("progress", task, count=1))
+
+    return tuple(evaluate_suite(model, tokenizer, tasks, removed=removed, on_progress=on_progress, **opts))
+
+
+def before_after(model, tokenizer, tasks: Mapping[str, Sequence[MCItem]], removed: Sequence[int], *, emit: EventFn,
+                 **opts) -> tuple[tuple[TaskResult, ...], tuple[TaskResult, ...]]:
+    """Held-out results of the full model and of the model without ``removed``."""
+    base = evaluate_removed(model, tokenizer, tasks, (), name="base", emit=emit, **opts)
+    return base, evaluate_removed(model, tokenizer, tasks, removed, name="pruned", emit=emit, **opts)
+
+
+__all__ = ["Found", "before_after", "evaluate_removed", "search_by_accuracy", "search_by_baseline"]
