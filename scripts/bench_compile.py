@@ -32,9 +32,9 @@ from layershear.scoring.scorer import Scorer
 
 def _timed(scorer: Scorer, device: torch.device) -> tuple[list[float], torch.Tensor]:
     times, n = [], scorer.num_blocks
-    for drop in ({n - 2}, {n - 3}, {n - 4}):
+    for removed in ({n - 2}, {n - 3}, {n - 4}):
         start = time.perf_counter()
-        scorer.engine.run(drop)
+        scorer.engine.run(removed)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)

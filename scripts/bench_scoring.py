@@ -22,7 +22,7 @@ the same process (8192 x 8192 x 8192 matmuls).
 Examples:
     # CPU, the embedded demo model (about 15 minutes on 2 cores)
     python scripts/bench_scoring.py --model models/smollm2-135m-instruct --dtype bf16 \\
-        --calib arc_easy:16,hellaswag:8,piqa:16,openbookqa:16 --num-drop 2
+        --calib arc_easy:16,hellaswag:8,piqa:16,openbookqa:16 --num-remove 2
     # GPU, Llama-3-8B shape, 25% greedy removal, reference vs fast only
     python scripts/bench_scoring.py --random-shape llama3-8b --dtype bf16 --ratio 0.25 \\
         --calib arc_easy:8,arc_challenge:8,boolq:8,hellaswag:8,openbookqa:8,piqa:8,winogrande:8,mmlu:8 \\
@@ -203,7 +203,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         calib_items = _rig_golds(model, tokenizer, calib_items, args.batch_size)
     blocks = decoder_blocks(model)
     flop_model = FlopModel.of(model)
-    num_drop = args.num_drop or num_to_remove(len(blocks), ratio=args.ratio)
+    num_remove = args.num_remove or num_to_remove(len(blocks), ratio=args.ratio)
     rows = []
     rate = matmul_rate(device, dtype) if device.type == "cuda" else None
     names = args.configs.split(",")
@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         start = time.perf_counter()
         if name == "fast+compile":
             compile_blocks(model)       # lazily: the compile happens inside the timed job
-        result = GreedyPruner(scorer).prune(num_drop)
+        result = GreedyPruner(scorer).prune(num_remove)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
@@ -232,7 +232,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         rows.append({"config": name, "engine": dataclasses.asdict(engine), "seconds": seconds,
                      "flops": flop_model.flops(s), "padding_fraction": s.padding_fraction, "row_tokens": scorer.engine.row_tokens,
                      "removed": list(result.removed),
-                     # relevances of candidates racing dropped early are estimates: compared as None
+                     # relevances of candidates racing eliminated early are estimates: compared as None
                      "relevances": [[c.relevance if c.exact else None for c in st.candidates] for st in result.steps],
                      "sequences_scored": sum(c.sequences for st in result.steps for c in st.candidates),
                      "sequences_exact": sum(len(scorer.engine.requests) for st in result.steps for _ in st.candidates),
@@ -255,14 +255,14 @@ def run(args: argparse.Namespace) -> list[dict]:
     meta = {"model": f"random {args.random_shape}" if args.random_shape else args.model, "dtype": args.dtype,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device), "calib": args.calib,
             "matmul_flops_per_s": rate,
-            "calibration_docs": len(calib_items), "num_blocks": len(blocks), "num_drop": num_drop,
+            "calibration_docs": len(calib_items), "num_blocks": len(blocks), "num_remove": num_remove,
             **dataclasses.asdict(flop_model)}
     return [meta, *rows]
 
 
 def render(meta: dict, rows: list[dict]) -> Table:
     table = Table(title=f"Scoring engines on the same greedy job: {meta['model']} ({meta['num_blocks']} blocks, "
-                        f"remove {meta['num_drop']}), {meta['calibration_docs']} calibration docs, "
+                        f"remove {meta['num_remove']}), {meta['calibration_docs']} calibration docs, "
                         f"{meta['dtype']} on {meta['device']}")
     cols = ["config", "passes", "tokens", "padding", "block-tok", "head pos", "GFLOP", "wall s", "tok/s",
             "FLOP x", "wall x", "MFU", "peak mem", "same blocks", "max |Δrel|", "candidate seqs"]
@@ -283,7 +283,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="models/smollm2-135m-instruct")
     parser.add_argument("--calib", default="arc_easy:16,hellaswag:8,piqa:16,openbookqa:16")
-    parser.add_argument("--num-drop", type=int, default=None, help="blocks to remove (default: --ratio)")
+    parser.add_argument("--num-remove", type=int, default=None, help="blocks to remove (default: --ratio)")
     parser.add_argument("--ratio", type=float, default=0.25)
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--device", default="auto")

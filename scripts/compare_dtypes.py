@@ -74,15 +74,15 @@ def run(args: argparse.Namespace) -> dict:
     items = build_calibration(load_calibration(args.calib), data_dir=find_data_dir()).items
     if args.random_shape:
         items = _rig_golds(model, tokenizer, items, args.batch_size)
-    num_drop = args.num_drop or num_to_remove(len(decoder_blocks(model)), ratio=args.ratio)
+    num_remove = args.num_remove or num_to_remove(len(decoder_blocks(model)), ratio=args.ratio)
     start = time.perf_counter()
     scorer32 = Scorer(model, tokenizer, items, batch_size=args.batch_size)
-    fp32 = GreedyPruner(scorer32).prune(num_drop)
+    fp32 = GreedyPruner(scorer32).prune(num_remove)
     seconds32 = time.perf_counter() - start
     model.to(torch.bfloat16)
     scorer = Scorer(model, tokenizer, items, batch_size=args.batch_size)
     start = time.perf_counter()
-    bf16 = GreedyPruner(scorer).prune(num_drop)
+    bf16 = GreedyPruner(scorer).prune(num_remove)
     seconds16 = time.perf_counter() - start
     steps = []
     for step in fp32.steps:
@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--model", default="models/smollm2-135m-instruct")
     parser.add_argument("--random-shape", choices=sorted(SHAPES), default=None)
     parser.add_argument("--calib", default="arc_easy:16,hellaswag:8,piqa:16,openbookqa:16")
-    parser.add_argument("--num-drop", type=int, default=None)
+    parser.add_argument("--num-remove", type=int, default=None)
     parser.add_argument("--ratio", type=float, default=0.25)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=16)

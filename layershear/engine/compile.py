@@ -1,12 +1,9 @@
 """Opt-in ``torch.compile`` of the decoder blocks' parts, for long scoring jobs on CUDA.
 
-Measured (``scripts/bench_compile.py``, README Performance): on an H200 with a Llama-3-8B-shaped
-model in bf16, compiled forwards are 1.20x faster after a 14 s compile (eager, element-wise kernels
-such as RMSNorm, rotary embeddings and SwiGLU took about a quarter of kernel time; compilation can
-fuse them). On a 2-core CPU with SmolLM2-135M: no clear gain (0.91x and 1.17x in two runs). Within
-a greedy job the compile time counts: one 512-document step took 33.7 s compiled against 22.1 s
-eager, so it pays only on long jobs. In bf16 the fused kernels round differently (log-likelihoods
-moved by up to 1.2 nats on that random 8B model), so compilation is off by default.
+Compiled forwards are faster on a GPU once compiled, because compilation can fuse the eager
+element-wise kernels (RMSNorm, rotary embeddings, SwiGLU); but the compile time counts within a
+job, and in bf16 the fused kernels round differently, so compilation is off by default. The
+measurements (``scripts/bench_compile.py``) are in docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """Fewer element-wise kernels per decoder block: the fast engine's RMSNorm and rotary embeddings.
 
 In eager mode a Llama-style block (Llama, Mistral, Qwen2/3, OLMo-2, Phi-3, ...) spends a large
-part of its GPU time outside matmuls (on an H100 with a Llama-3-8B-shaped model in bf16, about 30%
-of kernel time; README, Performance):
+part of its GPU time outside matmuls (profiles in docs/benchmarks.md):
 
 - **RMSNorm** (twice per block): Hugging Face's ``LlamaRMSNorm`` and kin run six element-wise
   kernels over the hidden states in fp32 (cast up, square, mean, rsqrt, scale, cast down) and a

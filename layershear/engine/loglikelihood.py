@@ -20,17 +20,18 @@ from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
-from layershear.engine.config import ROW_TOKENS, EngineConfig, engine_config
+from layershear.engine.config import EngineConfig, engine_config
 from layershear.engine.distributed import min_across, my_share, sum_across
 from layershear.engine.forward import batch_loglikelihoods
 from layershear.engine.fused import Fusion, fused_kernels
-from layershear.engine.packing import PackedBatch, pack_requests, packable, packed_loglikelihoods
+from layershear.engine.layout import build_layout, requests_in
+from layershear.engine.packing import PackedBatch, packable, packed_loglikelihoods
 from layershear.engine.prefix_cache import BlockInputs, CachePlan, injecting, plan_cache
-from layershear.engine.requests import Request, check_lengths, default_max_length, encode_requests, length_sorted_batches
+from layershear.engine.requests import Request, check_lengths, default_max_length, encode_requests
 from layershear.engine.runs import Run, child_run, stored_run
 from layershear.engine.stacking import StackMember, stack_groups, stacking
 from layershear.engine.step_reuse import StepReuse
-from layershear.engine.work import BatchShape, EngineStats, FlopModel, batch_shape
+from layershear.engine.work import BatchShape, EngineStats, FlopModel
 from layershear.errors import ScoringError
 from layershear.model.arch import decoder_blocks
 from layershear.model.surgery import remove_blocks
@@ -89,23 +90,19 @@ class LoglikelihoodEngine:
         self.slices = list(slices) if slices is not None else [0] * len(self.requests)
         self.fusion = Fusion.of(model) if self.config.fused_kernels else Fusion()
         self.packed = self.config.packed and packable(model)
-        self.row_tokens: int | None = None     # packed row width in use
         if self.config.packed and not self.packed:
             LOG.warning("%s: packed rows / shared contexts are not tested for this architecture; scoring unpacked",
                         model.config.model_type)
-        self.batches: list[list[int] | PackedBatch]
-        if self.packed:
-            self.batches = self._packed_batches(batch_size)
-        else:
-            self.batches = self._sliced(lambda reqs: length_sorted_batches(reqs, batch_size))
-        self.slice_batches: list[list[int]] = [[] for _ in range(max(self.slices) + 1)]
-        for j, batch in enumerate(self.batches):
-            self.slice_batches[self.slices[self._requests_of(batch)[0]]].append(j)
+        self.layout = build_layout(self.requests, packed=self.packed, config=self.config, batch_size=batch_size,
+                                   max_length=self.max_length, flops=FlopModel.of(model), num_blocks=self.num_blocks,
+                                   slices=self.slices)
+        self.batches, self.slice_batches, self.row_tokens = self.layout.batches, self.layout.slice_batches, \
+            self.layout.row_tokens
+        self._shapes = self.layout.shapes
         self.on_progress = on_progress
         self.stats = EngineStats()
         self._exact: dict[frozenset[int], torch.Tensor] = {}     # removed blocks -> log-likelihoods
         self._prefix: BlockInputs | None = None   # block inputs of the last parent whose children were scored
-        self._shapes = self._shapes_of(self.batches)
         self.cache_plan: CachePlan | None = None
         self.step_reuse: StepReuse | None = None
         if self.config.skip_prefix:
@@ -123,45 +120,6 @@ class LoglikelihoodEngine:
             self.step_reuse = StepReuse(block_bytes=block_bytes, where=self.cache_plan.where,
                                         every=self.cache_plan.every,
                                         budget_bytes=self.cache_plan.budget_bytes - self.cache_plan.planned_bytes)
-
-    def _shapes_of(self, batches) -> list[BatchShape]:
-        return [batch_shape(b if isinstance(b, PackedBatch) else [self.requests[k] for k in b], self.max_length,
-                            self.config) for b in batches]
-
-    def _sliced(self, layout):
-        """``layout(requests)`` applied to each racing slice on its own (one slice without racing),
-        with request indices mapped back to ``self.requests``."""
-        out = []
-        for sl in sorted(set(self.slices)):
-            index = [k for k in range(len(self.requests)) if self.slices[k] == sl]
-            for batch in layout([self.requests[k] for k in index]):
-                if isinstance(batch, PackedBatch):
-                    out.append(dataclasses.replace(batch, requests=tuple(index[k] for k in batch.requests)))
-                else:
-                    out.append([index[k] for k in batch])
-        return out
-
-    @staticmethod
-    def _requests_of(batch) -> list[int]:
-        return list(batch.requests) if isinstance(batch, PackedBatch) else list(batch)
-
-    def _packed_batches(self, batch_size: int) -> list[PackedBatch]:
-        """Packed layout; with ``row_tokens=None`` the row width with the fewest counted FLOPs."""
-        longest = max(min(r.num_tokens, self.max_length) for r in self.requests)
-        widths = [self.config.row_tokens] if self.config.row_tokens is not None else list(ROW_TOKENS)
-        if not self.config.pack:
-            widths = [0]
-        flops = FlopModel.of(self.model)
-        best = None
-        for width in widths:
-            batches = self._sliced(lambda reqs, width=width: pack_requests(
-                reqs, max_length=self.max_length, share=self.config.share_context, pack=self.config.pack,
-                row_tokens=width, batch_tokens=batch_size * max(longest, width)))
-            cost = flops.pass_flops(self._shapes_of(batches), self.num_blocks)
-            if best is None or cost < best[0]:
-                best = (cost, width, batches)
-        self.row_tokens = best[1]
-        return best[2]
 
     @property
     def batch_shapes(self) -> list[BatchShape]:
@@ -394,7 +352,7 @@ class LoglikelihoodEngine:
                 run = child_run(cache, parent, b, self.num_blocks)
                 out = self.run(run.skipped, label=f"without {sorted(parent | {b})} (slice {sl + 1})",
                                caches=run.caches, hook=run.hook, only=batch_ids)
-                index = [k for j in batch_ids for k in self._requests_of(self.batches[j])]
+                index = [k for j in batch_ids for k in requests_in(self.batches[j])]
                 lls[b][index] = out[index]
             if sl == len(self.slice_batches) - 1:
                 break

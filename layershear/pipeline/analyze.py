@@ -11,8 +11,8 @@ from layershear.data.calibration import CalibrationSet
 from layershear.data.recipes import CalibrationRecipe, EvalSuite
 from layershear.engine.config import EngineConfig
 from layershear.errors import LayershearError
-from layershear.inputs import DataSource, calibration_set, describe_calibration, eval_documents, model_and_tokenizer
-from layershear.pipeline.run import EventFn, PruneEvent
+from layershear.inputs import DataSource, eval_documents, model_and_tokenizer
+from layershear.pipeline.run import EventFn, PruneEvent, draw_calibration
 
 
 @dataclass(frozen=True)
@@ -42,10 +42,7 @@ def analyze_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Cal
     from layershear.search.count import check_count, num_to_remove
 
     emit = on_event or (lambda _e: None)
-    calibration = calibration_set(calib, data)
-    for note in calibration.notes:
-        emit(PruneEvent("note", note))
-    emit(PruneEvent("info", describe_calibration(calibration)))
+    calibration = draw_calibration(calib, data, emit)
     suite, docs = eval_documents(tasks, data, exclude=calibration.used())
     if len(docs) < 2:
         raise LayershearError(f"--tasks {suite!r} has {len(docs)} task; task dependence needs at least 2, e.g. "

@@ -17,8 +17,8 @@ from layershear.data.calibration import CalibrationSet
 from layershear.data.recipes import CalibrationRecipe, EvalSuite
 from layershear.engine.config import EngineConfig
 from layershear.errors import LayershearError
-from layershear.inputs import DataSource, calibration_set, describe_calibration, eval_documents, model_and_tokenizer
-from layershear.pipeline.run import EventFn, HeldOut, PruneEvent, PruneRun
+from layershear.inputs import DataSource, eval_documents, model_and_tokenizer
+from layershear.pipeline.run import EventFn, HeldOut, PruneEvent, PruneRun, draw_calibration
 from layershear.scoring.metric_names import ITERATIVE_BY_DEFAULT, METRICS
 from layershear.scoring.racing import RaceSettings
 
@@ -84,7 +84,6 @@ def prune_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Calib
 
     Example:
         >>> run = prune_model("HuggingFaceTB/SmolLM2-135M", calib="mix10", ratio=0.25)
-        >>> run.removed, run.final.accuracy
         >>> run.save_pretrained("smollm2-pruned")
     """
     from layershear.export.exporter import fingerprint
@@ -95,40 +94,31 @@ def prune_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Calib
     emit = on_event or (lambda _e: None)
     check_request(ratio, num_remove)
     iterative = _check(metric, search, beam_width, iterative, race, compile_blocks)
-    calibration = calibration_set(calib, data)
-    for note in calibration.notes:
-        emit(PruneEvent("note", note))
-    emit(PruneEvent("info", describe_calibration(calibration)))
+    calibration = draw_calibration(calib, data, emit)
     held_out = eval_documents(eval, data, exclude=calibration.used()) if eval is not None else None
     emit(PruneEvent("stage", f"loading {getattr(model, 'name_or_path', model)}"))
-    in_memory = not isinstance(model, str | os.PathLike)
     hf_model, tokenizer, source = model_and_tokenizer(model, tokenizer, dtype=dtype, device=device, revision=revision)
     num_blocks = len(decoder_blocks(hf_model))
     k = num_to_remove(num_blocks, ratio=ratio, num=num_remove)
     emit(PruneEvent("info", f"removing {k} of {num_blocks} blocks"))
     opts = dict(batch_size=batch_size, max_length=max_length, add_bos=add_bos)
     started = time.perf_counter()
-    if metric == "accuracy":
-        found = search_by_accuracy(hf_model, tokenizer, calibration, k, width=beam_width, acc_norm=acc_norm,
-                                   engine=engine, race=race, compile_blocks=compile_blocks, emit=emit, **opts)
-    else:
-        found = search_by_baseline(hf_model, tokenizer, calibration, k, metric=metric, iterative=iterative,
-                                   acc_norm=acc_norm, emit=emit, **opts)
+    found = (search_by_accuracy(hf_model, tokenizer, calibration, k, width=beam_width, acc_norm=acc_norm, engine=engine,
+                                race=race, compile_blocks=compile_blocks, emit=emit, **opts) if metric == "accuracy"
+             else search_by_baseline(hf_model, tokenizer, calibration, k, metric=metric, iterative=iterative,
+                                     acc_norm=acc_norm, emit=emit, **opts))
     seconds = time.perf_counter() - started
-    removed = found.removed
-    evaluation = None
-    if held_out is not None:
-        evaluation = HeldOut(held_out[0], *before_after(hf_model, tokenizer, held_out[1], removed, emit=emit, **opts))
-    settings = {"ratio": ratio, "num_remove": k, "metric": metric, "strategy": found.strategy,
-                "iterative": iterative, "acc_norm": acc_norm,
-                "engine": engine if isinstance(engine, str) else "custom", "dtype": dtype, "device": device,
-                "beam_width": beam_width, "eval": held_out[0] if held_out else None}
+    evaluation = (HeldOut(held_out[0], *before_after(hf_model, tokenizer, held_out[1], found.removed, emit=emit, **opts))
+                  if held_out is not None else None)
+    settings = {"ratio": ratio, "num_remove": k, "metric": metric, "strategy": found.strategy, "iterative": iterative,
+                "acc_norm": acc_norm, "engine": engine if isinstance(engine, str) else "custom", "dtype": dtype,
+                "device": device, "beam_width": beam_width, "eval": held_out[0] if held_out else None}
     record = found.record(calibration, source=source, settings=settings, seconds=seconds, held_out=evaluation,
                           command=command or _call(source, calibration, ratio, num_remove, metric, search, beam_width))
-    return PruneRun(source=source, revision=revision, num_blocks=num_blocks, removed=tuple(removed), metric=metric,
+    return PruneRun(source=source, revision=revision, num_blocks=num_blocks, removed=found.removed, metric=metric,
                     strategy=found.strategy, full=found.full, final=found.final, record=record,
                     calibration=calibration.recipe, search=found.search, baseline=found.baseline, held_out=evaluation,
-                    fingerprint=fingerprint(hf_model) if in_memory else None)
+                    fingerprint=None if isinstance(model, str | os.PathLike) else fingerprint(hf_model))
 
 
 def _call(source, calibration, ratio, num_remove, metric, search, width) -> str:

@@ -47,6 +47,17 @@ class EngineProgress:
         self.emit(PruneEvent("progress", label, count=step))
 
 
+def draw_calibration(calib, data, emit: EventFn):
+    """The calibration set (:func:`layershear.inputs.calibration_set`), its notes and a one-line summary reported."""
+    from layershear.inputs import calibration_set, describe_calibration
+
+    calibration = calibration_set(calib, data)
+    for note in calibration.notes:
+        emit(PruneEvent("note", note))
+    emit(PruneEvent("info", describe_calibration(calibration)))
+    return calibration
+
+
 @dataclass(frozen=True)
 class HeldOut:
     """Held-out evaluation of the model before (``base``) and after (``pruned``) the removal."""
