@@ -7,9 +7,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import load
-from test_cli import _run, data_dirs  # noqa: F401  (fixture)
-from test_engine import CharTokenizer, _items
+from helpers import CharTokenizer, load, mc_items, run_cli
 
 from layershear.engine.compile import compile_blocks
 from layershear.errors import LayershearError
@@ -28,7 +26,7 @@ def test_compiled_blocks_score_like_eager_ones(tiny_checkpoints):
                          "model.layers.0.post_attention_layernorm"]
     assert len(names) == 6 * 4
     assert compiled_model.state_dict().keys() == eager_model.state_dict().keys()   # export sees the same names
-    items = _items(8)
+    items = mc_items(8)
     eager = Scorer(eager_model, CharTokenizer(), items, batch_size=4)
     compiled = Scorer(compiled_model, CharTokenizer(), items, batch_size=4)
     for parent in (frozenset(), frozenset({2})):       # full forwards and cached-prefix child runs
@@ -39,12 +37,12 @@ def test_compiled_blocks_score_like_eager_ones(tiny_checkpoints):
 
 
 @needs_compiler
-def test_prune_compile_flag(tiny_lm_dir, data_dirs, tmp_path):  # noqa: F811
+def test_prune_compile_flag(tiny_lm_dir, data_dirs, tmp_path):
     runs = {}
     for flag in ((), ("--compile",)):
         out = tmp_path / ("compiled" if flag else "eager")
-        result = _run("prune", tiny_lm_dir, "--num-remove", "1", "--calib", "piqa:16", "--data-dir", data_dirs[0],
-                      "--out", out, *flag)
+        result = run_cli("prune", tiny_lm_dir, "--num-remove", "1", "--calib", "piqa:16", "--data-dir", data_dirs[0],
+                         "--out", out, *flag)
         assert result.exit_code == 0, result.output
         runs[bool(flag)] = json.loads((out / "layershear.json").read_text())
     assert "compiling 16 decoder-block modules" in result.output
@@ -54,9 +52,9 @@ def test_prune_compile_flag(tiny_lm_dir, data_dirs, tmp_path):  # noqa: F811
         pytest.approx([c["relevance"] for c in runs[False]["search"]["steps"][0]["candidates"]])
 
 
-def test_compile_is_for_accuracy_relevance(tiny_lm_dir, data_dirs, tmp_path):  # noqa: F811
-    result = _run("prune", tiny_lm_dir, "--num-remove", "1", "--calib", "piqa:16", "--data-dir", data_dirs[0],
-                  "--out", tmp_path / "out", "--metric", "cosine", "--compile")
+def test_compile_is_for_accuracy_relevance(tiny_lm_dir, data_dirs, tmp_path):
+    result = run_cli("prune", tiny_lm_dir, "--num-remove", "1", "--calib", "piqa:16", "--data-dir", data_dirs[0],
+                     "--out", tmp_path / "out", "--metric", "cosine", "--compile")
     assert result.exit_code == 2
     assert "--race, --beam and --compile apply to --metric accuracy" in result.stderr
 

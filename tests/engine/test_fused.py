@@ -7,8 +7,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import load, random_ids
-from test_engine import CharTokenizer, _items
+from helpers import CharTokenizer, load, mc_items, random_ids
 
 import layershear.engine.fused as fused_module
 from layershear.engine.config import ENGINES
@@ -123,10 +122,10 @@ def test_hooked_variant_and_other_dtype_inputs_stay_eager(tiny_checkpoints):
 
 def test_scorer_with_and_without_fused_norms_agree(tiny_checkpoints):
     model = _perturbed("qwen3", tiny_checkpoints)
-    fused = Scorer(model, CharTokenizer(), _items(9), batch_size=4)
-    eager = Scorer(model, CharTokenizer(), _items(9), batch_size=4,
+    fused = Scorer(model, CharTokenizer(), mc_items(9), batch_size=4)
+    eager = Scorer(model, CharTokenizer(), mc_items(9), batch_size=4,
                    engine=dataclasses.replace(ENGINES["fast"], fused_kernels=False))
-    reference = Scorer(model, CharTokenizer(), _items(9), batch_size=4, engine="reference")
+    reference = Scorer(model, CharTokenizer(), mc_items(9), batch_size=4, engine="reference")
     assert len(fused.engine.fusion.norms) == 25 and len(fused.engine.fusion.rotary) == 1
     assert eager.engine.fusion == Fusion() and reference.engine.fusion == Fusion()
     for parent in (frozenset(), frozenset({3})):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import ARCHS, byte_tokenizer, load
-from test_engine import CharTokenizer
+from helpers import ARCHS, CharTokenizer, byte_tokenizer, load
 
 from layershear.data.benchmarks import MCItem, find_data_dir, load_split
 from layershear.engine.config import EngineConfig

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import load
-from test_engine import CharTokenizer, _items
+from helpers import CharTokenizer, load, mc_items
 
 from layershear.engine.fused import Fusion, fused_kernels
 from layershear.engine.prefix_cache import CachePlan
@@ -17,7 +16,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 @pytest.mark.parametrize("name", ["llama", "qwen3", "gemma2"])
 def test_fast_engine_on_cuda_matches_the_reference(tiny_checkpoints, name):
     model = load(tiny_checkpoints(name)).cuda()
-    items = _items(12)
+    items = mc_items(12)
     ref = Scorer(model, CharTokenizer(), items, batch_size=4, engine="reference")
     for plan in (CachePlan("device", 1, 0, 0, 0), CachePlan("host", 1, 0, 0, 0), CachePlan("host", 2, 0, 0, 0)):
         fast = Scorer(model, CharTokenizer(), items, batch_size=4, cache_plan=plan)
@@ -30,7 +29,7 @@ def test_fast_engine_on_cuda_matches_the_reference(tiny_checkpoints, name):
 
 def test_bf16_on_cuda_stays_close_to_fp32(tiny_checkpoints):
     model = load(tiny_checkpoints("llama")).cuda()
-    items = _items(12)
+    items = mc_items(12)
     fp32 = Scorer(model, CharTokenizer(), items, batch_size=4).accuracy({1}).loglikelihoods
     bf16 = Scorer(model.to(torch.bfloat16), CharTokenizer(), items, batch_size=4).accuracy({1}).loglikelihoods
     assert (fp32 - bf16).abs().max() < 0.5      # nats; bf16 keeps 8 mantissa bits

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
+from helpers import SCRIPTS_DIR
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(SCRIPTS_DIR))
 from compare_dtypes import compare_step, mcnemar_p
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import load
-from test_engine import CharTokenizer, _items
-from test_step_reuse import _plan, _steps
+from helpers import CharTokenizer, greedy_steps, load, mc_items, reuse_plan
 
 from layershear.engine.config import EngineConfig
 from layershear.engine.stacking import StackMember, _repeat, stack_groups, stacking
@@ -20,8 +18,8 @@ STACKED = EngineConfig(step_reuse=False)
 @pytest.mark.parametrize("name", ["llama", "gpt2", "gpt_neox", "gemma2_old", "gemma3_text", "qwen2_swa", "phi3", "olmo2"])
 def test_stacked_candidates_equal_one_at_a_time(tiny_checkpoints, name):
     model = load(tiny_checkpoints(name))
-    stacked = Scorer(model, CharTokenizer(), _items(9), batch_size=4, engine=STACKED)
-    single = Scorer(model, CharTokenizer(), _items(9), batch_size=4, engine=ONE_AT_A_TIME)
+    stacked = Scorer(model, CharTokenizer(), mc_items(9), batch_size=4, engine=STACKED)
+    single = Scorer(model, CharTokenizer(), mc_items(9), batch_size=4, engine=ONE_AT_A_TIME)
     for parent in (frozenset(), frozenset({2}), frozenset({2, 5})):
         blocks = [b for b in range(6) if b not in parent]
         got, want = stacked.children(parent, blocks), single.children(parent, blocks)
@@ -37,10 +35,10 @@ def test_stacked_candidates_equal_one_at_a_time(tiny_checkpoints, name):
 
 def test_step_reuse_states_stored_inside_stacks(tiny_checkpoints):
     model = load(tiny_checkpoints("llama"))
-    stacked = Scorer(model, CharTokenizer(), _items(9), batch_size=4, cache_plan=_plan())   # the default engine
+    stacked = Scorer(model, CharTokenizer(), mc_items(9), batch_size=4, cache_plan=reuse_plan())   # the default engine
     assert stacked.engine.config.stack_tokens and stacked.engine.step_reuse is not None
-    single = Scorer(model, CharTokenizer(), _items(9), batch_size=4, engine=ONE_AT_A_TIME)
-    for (_, got), (_, want) in zip(_steps(stacked), _steps(single)):
+    single = Scorer(model, CharTokenizer(), mc_items(9), batch_size=4, engine=ONE_AT_A_TIME)
+    for (_, got), (_, want) in zip(greedy_steps(stacked), greedy_steps(single)):
         for b, ev in got.items():
             torch.testing.assert_close(ev.loglikelihoods, want[b].loglikelihoods, atol=1e-5, rtol=1e-6)
     assert stacked.engine.stats.stacked_runs > 0 and stacked.engine.stats.reused_runs > 0

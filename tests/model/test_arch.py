@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 import transformers as tf
-from conftest import ARCHS, TINY, load
+from helpers import ARCHS, TINY, load
 
 from layershear.errors import UnsupportedModelError
 from layershear.model.arch import SUPPORTED_MODEL_TYPES, BlockLayout, block_layout, decoder_blocks

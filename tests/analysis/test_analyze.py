@@ -7,8 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import load
-from test_engine import CharTokenizer, _items
+from helpers import CharTokenizer, load, mc_items
 
 from layershear.analysis.analyze import analyze
 from layershear.analysis.report import write_analysis
@@ -31,8 +30,8 @@ def _rigged(model, items, task):
 @pytest.fixture(scope="module")
 def setup(tiny_checkpoints):
     model = load(tiny_checkpoints("llama"))
-    calib = _rigged(model, _items(12), "arc_easy")
-    tasks = {"arc_easy": _rigged(model, _items(16)[4:], "arc_easy"), "openbookqa": _rigged(model, _items(8), "openbookqa")}
+    calib = _rigged(model, mc_items(12), "arc_easy")
+    tasks = {"arc_easy": _rigged(model, mc_items(16)[4:], "arc_easy"), "openbookqa": _rigged(model, mc_items(8), "openbookqa")}
     return model, calib, tasks
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import byte_tokenizer, load
+from helpers import byte_tokenizer, load
 
 from layershear.data.benchmarks.base import MCItem
 from layershear.errors import LayershearError, ScoringError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import ARCHS, load, random_ids
+from helpers import ARCHS, load, random_ids
 
 from layershear.errors import LayershearError
 from layershear.model.arch import decoder_blocks

@@ -3,55 +3,18 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from conftest import load
+from helpers import load, run_cli
 
-from layershear.cli import cli
 from layershear.data.benchmarks import load_split
 from layershear.scoring.scorer import Scorer
-
-GOALS = ["clean a pan", "open a jar", "dry wet shoes", "cut bread", "fix a chair", "boil an egg",
-         "plant a seed", "fold a shirt", "light a fire", "sharpen a knife", "paint a wall", "wash a car"]
-
-
-def _write_piqa(folder: Path, n: int, labels: list[int] | None = None) -> Path:
-    piqa = folder / "piqa"
-    piqa.mkdir(parents=True, exist_ok=True)
-    rows = [{"goal": f"How to {GOALS[i % 12]} ({i})?", "sol1": f"use a {'cloth' if i % 3 else 'stone'} {i % 5}",
-             "sol2": f"try the {'water' if i % 2 else 'sun'} then wait {i % 7}"} for i in range(n)]
-    (piqa / "valid.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (piqa / "valid-labels.lst").write_text("".join(f"{x}\n" for x in (labels or [0] * n)))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def data_dirs(tiny_lm_dir, tmp_path_factory):
-    """PIQA-format data whose labels follow the tiny random model's own choices on 20 of 24 docs (so it is
-    above chance and relevance is defined), and a copy with every label wrong (relevance undefined)."""
-    from transformers import AutoTokenizer
-
-    base = _write_piqa(tmp_path_factory.mktemp("rigged"), 24)
-    items = load_split("piqa", "validation", source="local", data_dir=base)
-    scorer = Scorer(load(tiny_lm_dir), AutoTokenizer.from_pretrained(tiny_lm_dir), items)
-    preds = [int(ok) ^ 1 for ok in scorer.accuracy().correct]   # gold is 0: a wrong answer means it picked 1
-    labels = [p if i % 6 else 1 - p for i, p in enumerate(preds)]
-    good = _write_piqa(base, 24, labels)
-    bad = _write_piqa(tmp_path_factory.mktemp("hopeless"), 24, [1 - p for p in preds])
-    return good, bad
-
-
-def _run(*args: str):
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    return result
 
 
 def test_prune_end_to_end(tiny_lm_dir, data_dirs, tmp_path):
     out = tmp_path / "pruned"
-    result = _run("prune", tiny_lm_dir, "--num-remove", "2", "--calib", "piqa:16", "--data-dir", data_dirs[0],
-                  "--eval", "piqa", "--out", out, "--batch-size", "8")
+    result = run_cli("prune", tiny_lm_dir, "--num-remove", "2", "--calib", "piqa:16", "--data-dir", data_dirs[0],
+                     "--eval", "piqa", "--out", out, "--batch-size", "8")
     assert result.exit_code == 0, result.output
     assert "no local 'train' split" in result.output            # the fallback is announced
     record = json.loads((out / "layershear.json").read_text())
@@ -79,8 +42,8 @@ def test_both_engines_prune_the_same_blocks(tiny_lm_dir, data_dirs, tmp_path):
     records = {}
     for engine in ("fast", "reference"):
         out = tmp_path / engine
-        result = _run("prune", tiny_lm_dir, "--num-remove", "2", "--calib", "piqa:16", "--data-dir", data_dirs[0],
-                      "--engine", engine, "--out", out)
+        result = run_cli("prune", tiny_lm_dir, "--num-remove", "2", "--calib", "piqa:16", "--data-dir", data_dirs[0],
+                         "--engine", engine, "--out", out)
         assert result.exit_code == 0, result.output
         records[engine] = json.loads((out / "layershear.json").read_text())
     fast, ref = records["fast"], records["reference"]
@@ -98,7 +61,7 @@ def test_both_engines_prune_the_same_blocks(tiny_lm_dir, data_dirs, tmp_path):
 
 
 def test_score_json_to_stdout(tiny_lm_dir, data_dirs):
-    result = _run("score", tiny_lm_dir, "--calib", "piqa:16", "--data-dir", data_dirs[0], "--json", "-")
+    result = run_cli("score", tiny_lm_dir, "--calib", "piqa:16", "--data-dir", data_dirs[0], "--json", "-")
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert [b["block_idx"] for b in record["blocks"]] == [0, 1, 2, 3]
@@ -108,9 +71,9 @@ def test_score_json_to_stdout(tiny_lm_dir, data_dirs):
 
 def test_export_and_eval_two_models(tiny_lm_dir, data_dirs, tmp_path):
     out = tmp_path / "drop1"
-    assert _run("export", tiny_lm_dir, "--remove", "1,3", "--out", out).exit_code == 0
+    assert run_cli("export", tiny_lm_dir, "--remove", "1,3", "--out", out).exit_code == 0
     assert load(out).config.num_hidden_layers == 2
-    result = _run("eval", tiny_lm_dir, out, "--tasks", "piqa:10", "--data-dir", data_dirs[0], "--json", "-")
+    result = run_cli("eval", tiny_lm_dir, out, "--tasks", "piqa:10", "--data-dir", data_dirs[0], "--json", "-")
     assert result.exit_code == 0, result.output
     results = json.loads(result.stdout)["results"]
     assert set(results) == {str(tiny_lm_dir), str(out)}
@@ -135,13 +98,13 @@ def test_prune_bad_input(tiny_lm_dir, data_dirs, tmp_path, args, match):
     base = ["prune", tiny_lm_dir, "--data-dir", data_dirs[0], "--out", out]
     if "--calib" not in args:
         base += ["--calib", "piqa:8"]
-    _assert_one_error_line(_run(*base, *args), match)
+    _assert_one_error_line(run_cli(*base, *args), match)
     assert not out.exists() and not list(tmp_path.glob(".out*"))
 
 
 def test_missing_model_folder(tmp_path, data_dirs):
-    result = _run("prune", "./no/such/model", "--ratio", "0.25", "--calib", "piqa:8", "--data-dir", data_dirs[0],
-                  "--out", tmp_path / "o")
+    result = run_cli("prune", "./no/such/model", "--ratio", "0.25", "--calib", "piqa:8", "--data-dir", data_dirs[0],
+                     "--out", tmp_path / "o")
     _assert_one_error_line(result, "does not exist")
 
 
@@ -149,22 +112,22 @@ def test_existing_output_is_refused_and_untouched(tiny_lm_dir, data_dirs, tmp_pa
     out = tmp_path / "taken"
     out.mkdir()
     (out / "keep.txt").write_text("precious")
-    result = _run("prune", tiny_lm_dir, "--ratio", "0.25", "--calib", "piqa:8", "--data-dir", data_dirs[0], "--out", out)
+    result = run_cli("prune", tiny_lm_dir, "--ratio", "0.25", "--calib", "piqa:8", "--data-dir", data_dirs[0], "--out", out)
     _assert_one_error_line(result, "exists; pass --overwrite")
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    _assert_one_error_line(_run("export", tiny_lm_dir, "--remove", "1", "--out", out), "exists")
+    _assert_one_error_line(run_cli("export", tiny_lm_dir, "--remove", "1", "--out", out), "exists")
 
 
 def test_relevance_undefined_when_model_is_at_chance(tiny_lm_dir, data_dirs, tmp_path):
-    result = _run("prune", tiny_lm_dir, "--num-remove", "1", "--calib", "piqa:16", "--data-dir", data_dirs[1],
-                  "--out", tmp_path / "o")
+    result = run_cli("prune", tiny_lm_dir, "--num-remove", "1", "--calib", "piqa:16", "--data-dir", data_dirs[1],
+                     "--out", tmp_path / "o")
     _assert_one_error_line(result, "not above random")
     assert not (tmp_path / "o").exists()
 
 
 def test_bad_drop_list(tiny_lm_dir, tmp_path):
-    _assert_one_error_line(_run("export", tiny_lm_dir, "--remove", "1,x", "--out", tmp_path / "o"), "comma-separated")
-    _assert_one_error_line(_run("export", tiny_lm_dir, "--remove", "9", "--out", tmp_path / "o"), "9")
+    _assert_one_error_line(run_cli("export", tiny_lm_dir, "--remove", "1,x", "--out", tmp_path / "o"), "comma-separated")
+    _assert_one_error_line(run_cli("export", tiny_lm_dir, "--remove", "9", "--out", tmp_path / "o"), "9")
 
 
 def test_push_to_hub_uses_create_repo_and_upload_folder(tiny_lm_dir, monkeypatch):
@@ -185,7 +148,7 @@ def test_push_to_hub_uses_create_repo_and_upload_folder(tiny_lm_dir, monkeypatch
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_x")
-    result = _run("push", tiny_lm_dir, "me/tiny", "--private")
+    result = run_cli("push", tiny_lm_dir, "me/tiny", "--private")
     assert result.exit_code == 0, result.output
     assert calls[1] == ("create_repo", "me/tiny", {"private": True, "exist_ok": True, "repo_type": "model"})
     assert calls[2][1]["repo_id"] == "me/tiny" and calls[2][1]["folder_path"] == str(tiny_lm_dir)
@@ -196,7 +159,7 @@ def test_push_without_token_is_one_clear_error(tiny_lm_dir, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    _assert_one_error_line(_run("push", tiny_lm_dir, "me/tiny"), "No Hugging Face token found")
+    _assert_one_error_line(run_cli("push", tiny_lm_dir, "me/tiny"), "No Hugging Face token found")
 
 
 def test_checks_that_need_no_model_run_before_loading_it(tmp_path, data_dirs, monkeypatch):
@@ -207,22 +170,23 @@ def test_checks_that_need_no_model_run_before_loading_it(tmp_path, data_dirs, mo
 
     monkeypatch.setattr(layershear.model.loading, "load_model", boom)
     base = ["prune", "any/model", "--calib", "piqa:8", "--data-dir", data_dirs[0], "--out", tmp_path / "o"]
-    _assert_one_error_line(_run(*base, "--ratio", "0.5", "--num-remove", "2"), "exactly one of --ratio")
-    _assert_one_error_line(_run(*base, "--num-remove", "0"), "--num-remove must be at least 1")
-    _assert_one_error_line(_run(*base, "--ratio", "0.5", "--max-shard-size", "0GB"), "positive size")
-    _assert_one_error_line(_run(*base, "--ratio", "0.5", "--eval", "hellaswg"), "Did you mean: hellaswag?")
+    _assert_one_error_line(run_cli(*base, "--ratio", "0.5", "--num-remove", "2"), "exactly one of --ratio")
+    _assert_one_error_line(run_cli(*base, "--num-remove", "0"), "--num-remove must be at least 1")
+    _assert_one_error_line(run_cli(*base, "--ratio", "0.5", "--max-shard-size", "0GB"), "positive size")
+    _assert_one_error_line(run_cli(*base, "--ratio", "0.5", "--eval", "hellaswg"), "Did you mean: hellaswag?")
     monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    _assert_one_error_line(_run(*base, "--ratio", "0.5", "--push-to-hub", "me/x"), "No Hugging Face token")
+    _assert_one_error_line(run_cli(*base, "--ratio", "0.5", "--push-to-hub", "me/x"), "No Hugging Face token")
 
 
 def test_eval_rejects_a_bad_exclusion_file(tiny_lm_dir, data_dirs, tmp_path):
     bad = tmp_path / "layershear.json"
     bad.write_text('{"calibration": {"draws": [{"task": "piqa"}]}}')
-    result = _run("eval", tiny_lm_dir, "--tasks", "piqa", "--data-dir", data_dirs[0], "--exclude-calib", bad)
+    result = run_cli("eval", tiny_lm_dir, "--tasks", "piqa", "--data-dir", data_dirs[0], "--exclude-calib", bad)
     _assert_one_error_line(result, "expected a layershear.json")
 
 
+@pytest.mark.slow      # two torchrun processes; still runs by default (no -m filter)
 @pytest.mark.parametrize("mode", [["--race"], []])          # racing / exact mode with step reuse
 def test_torchrun_two_processes_prune_the_same_blocks(tiny_lm_dir, data_dirs, tmp_path, mode):
     import os
@@ -231,7 +195,7 @@ def test_torchrun_two_processes_prune_the_same_blocks(tiny_lm_dir, data_dirs, tm
 
     args = ["prune", str(tiny_lm_dir), "--num-remove", "2", "--calib", "piqa:16", "--data-dir", str(data_dirs[0]),
             "--batch-size", "2", *mode]
-    single = _run(*args, "--out", tmp_path / "one")
+    single = run_cli(*args, "--out", tmp_path / "one")
     assert single.exit_code == 0, single.output
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -257,8 +221,8 @@ def test_prune_by_a_baseline_metric(tiny_lm_dir, data_dirs, tmp_path):
     from layershear.scoring.baselines import calibration_texts, cosine_scores
 
     out = tmp_path / "cos"
-    result = _run("prune", tiny_lm_dir, "--num-remove", "1", "--calib", "piqa:16", "--data-dir", data_dirs[0],
-                  "--metric", "cosine", "--out", out)
+    result = run_cli("prune", tiny_lm_dir, "--num-remove", "1", "--calib", "piqa:16", "--data-dir", data_dirs[0],
+                     "--metric", "cosine", "--out", out)
     assert result.exit_code == 0, result.output
     record = json.loads((out / "layershear.json").read_text())
     assert record["search"]["metric"] == "cosine" and record["search"]["strategy"] == "one-shot"
@@ -269,13 +233,13 @@ def test_prune_by_a_baseline_metric(tiny_lm_dir, data_dirs, tmp_path):
 
 
 def test_metric_option_errors(tiny_lm_dir, data_dirs, tmp_path):
-    result = _run("prune", tiny_lm_dir, "--num-remove", "1", "--calib", "piqa:16", "--data-dir", data_dirs[0],
-                  "--metric", "accuracy", "--one-shot", "--out", tmp_path / "x")
+    result = run_cli("prune", tiny_lm_dir, "--num-remove", "1", "--calib", "piqa:16", "--data-dir", data_dirs[0],
+                     "--metric", "accuracy", "--one-shot", "--out", tmp_path / "x")
     assert result.exit_code == 2 and "--one-shot is for the baseline metrics" in result.output
-    result = _run("prune", tiny_lm_dir, "--num-remove", "1", "--calib", "piqa:16", "--data-dir", data_dirs[0],
-                  "--metric", "taylor", "--race", "--out", tmp_path / "x")
+    result = run_cli("prune", tiny_lm_dir, "--num-remove", "1", "--calib", "piqa:16", "--data-dir", data_dirs[0],
+                     "--metric", "taylor", "--race", "--out", tmp_path / "x")
     assert result.exit_code == 2 and "--race, --beam and --compile apply to --metric accuracy" in result.output
-    result = _run("analyze", tiny_lm_dir, "--calib", "piqa:16", "--tasks", "piqa:8", "--data-dir", data_dirs[0],
-                  "--out", tmp_path / "r")
+    result = run_cli("analyze", tiny_lm_dir, "--calib", "piqa:16", "--tasks", "piqa:8", "--data-dir", data_dirs[0],
+                     "--out", tmp_path / "r")
     assert result.exit_code == 2 and "task dependence needs at least 2" in result.output
     assert not (tmp_path / "x").exists() and not (tmp_path / "r").exists()

@@ -6,8 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import load
-from test_engine import CharTokenizer, _items
+from helpers import CharTokenizer, load, mc_items
 
 import layershear.scoring.scorer as scorer_module
 from layershear.scoring.racing import RaceSettings, eliminated, item_slices, per_test_delta, serfling_radius
@@ -48,7 +47,7 @@ def test_item_slices_are_a_seeded_partition():
 @pytest.mark.parametrize("engine", ["fast", "reference"])
 def test_race_stops_dropped_candidates_and_scores_the_rest_exactly(tiny_checkpoints, monkeypatch, engine):
     model = load(tiny_checkpoints("llama"))
-    items = _items(24)
+    items = mc_items(24)
     exact = Scorer(model, CharTokenizer(), items, batch_size=4, engine=engine)
     raced = Scorer(model, CharTokenizer(), items, batch_size=4, engine=engine, race=RaceSettings(slices=4))
     assert sorted(b for sl in raced.engine.slice_batches for b in sl) == list(range(len(raced.engine.batches)))
@@ -86,7 +85,7 @@ def _rigged(model, items):
 
 def test_greedy_with_racing_skips_dropped_candidates(tiny_checkpoints, monkeypatch):
     model = load(tiny_checkpoints("llama"))
-    items = _rigged(model, _items(24))
+    items = _rigged(model, mc_items(24))
     exact = GreedyPruner(Scorer(model, CharTokenizer(), items, batch_size=4)).prune(2)
     best = exact.steps[0].chosen.block_idx
     monkeypatch.setattr(scorer_module, "eliminated",

@@ -4,37 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import load
-from test_engine import CharTokenizer, _items, rigged_piqa
+from helpers import CharTokenizer, greedy_steps, load, mc_items, reuse_plan, rigged_piqa
 
 from layershear.engine.config import EngineConfig
 from layershear.engine.prefix_cache import BlockInputs, CachePlan
 from layershear.engine.step_reuse import StepReuse
 from layershear.scoring.scorer import Scorer, SearchPlan
 
-ROOMY = 1 << 30      # budget the plan leaves for stored states
 OFF = EngineConfig(step_reuse=False)
 
 
-def _plan(where: str = "device", every: int = 1, budget: int = ROOMY) -> CachePlan:
-    return CachePlan(where, every, 0, 0, budget)
-
-
 def _scorer(model, engine: str | EngineConfig = "fast", plan: CachePlan | None = None, items: int = 9) -> Scorer:
-    return Scorer(model, CharTokenizer(), _items(items), batch_size=4, engine=engine,
-                  cache_plan=plan or (_plan() if engine != "reference" else None))
-
-
-def _steps(scorer: Scorer, order: list[int] | None = None, steps: int = 4) -> list[tuple[frozenset[int], dict]]:
-    """Children evaluations of a greedy search (``order``: the blocks to remove, else the best child
-    each time, as GreedyPruner picks it), without the above-random check."""
-    scorer.expect(SearchPlan(depth=len(order) if order else steps))
-    parent, out = frozenset(), []
-    for depth in range(len(order) if order else steps):
-        children = scorer.children(parent, [b for b in range(scorer.num_blocks) if b not in parent])
-        out.append((parent, children))
-        parent = parent | {order[depth]} if order else min(children.values(), key=lambda a: a.rank_key).removed
-    return out
+    return Scorer(model, CharTokenizer(), mc_items(items), batch_size=4, engine=engine,
+                  cache_plan=plan or (reuse_plan() if engine != "reference" else None))
 
 
 def _held_bytes(reuse: StepReuse) -> int:
@@ -47,7 +29,7 @@ def _held_bytes(reuse: StepReuse) -> int:
 def test_reused_runs_equal_the_reference_and_bitwise_the_engine_without_reuse(tiny_checkpoints, name):
     model = load(tiny_checkpoints(name))
     fast, plain, ref = _scorer(model), _scorer(model, OFF), _scorer(model, "reference")
-    for (parent, got), (_, same) in zip(_steps(fast), _steps(plain)):
+    for (parent, got), (_, same) in zip(greedy_steps(fast), greedy_steps(plain)):
         want = ref.children(parent, list(got))
         for b, ev in got.items():
             assert torch.equal(ev.loglikelihoods, same[b].loglikelihoods)      # same blocks on the same batches
@@ -110,9 +92,9 @@ def test_a_state_stored_two_steps_earlier_serves_a_removal_below_the_previous_on
 @pytest.mark.parametrize(("where", "every"), [("host", 1), ("device", 3)])
 def test_reuse_with_host_and_checkpointed_caches(tiny_checkpoints, where, every):
     model = load(tiny_checkpoints("qwen3"))
-    fast, plain, ref = _scorer(model, plan=_plan(where, every)), _scorer(model, OFF, _plan(where, every)), \
+    fast, plain, ref = _scorer(model, plan=reuse_plan(where, every)), _scorer(model, OFF, reuse_plan(where, every)), \
         _scorer(model, "reference")
-    for (parent, got), (_, same) in zip(_steps(fast, order=[5, 2, 4, 0]), _steps(plain, order=[5, 2, 4, 0])):
+    for (parent, got), (_, same) in zip(greedy_steps(fast, order=[5, 2, 4, 0]), greedy_steps(plain, order=[5, 2, 4, 0])):
         want = ref.children(parent, list(got))
         for b, ev in got.items():
             assert torch.equal(ev.loglikelihoods, same[b].loglikelihoods)
@@ -125,9 +107,9 @@ def test_budget_bounds_the_memory_held(tiny_checkpoints, states):
     model = load(tiny_checkpoints("llama"))
     probe = _scorer(model)
     block_bytes = probe.engine.step_reuse.block_bytes
-    scorer = _scorer(model, plan=_plan(budget=states * block_bytes))
+    scorer = _scorer(model, plan=reuse_plan(budget=states * block_bytes))
     peak = 0
-    for _ in _steps(scorer, order=[5, 3, 4, 0]):
+    for _ in greedy_steps(scorer, order=[5, 3, 4, 0]):
         assert _held_bytes(scorer.engine.step_reuse) == scorer.engine.step_reuse.nbytes
         peak = max(peak, scorer.engine.step_reuse.nbytes)
     assert peak <= states * block_bytes
@@ -148,7 +130,7 @@ def test_beam_search_picks_the_same_blocks_as_the_reference(tiny_lm_dir):
     results, scorers = {}, {}
     for engine in ("fast", "reference"):
         scorers[engine] = Scorer(model, tokenizer, rigged, batch_size=8, engine=engine,
-                                 cache_plan=_plan() if engine == "fast" else None)
+                                 cache_plan=reuse_plan() if engine == "fast" else None)
         results[engine] = GreedyPruner(scorers[engine], beam_width=2).prune(2)
     assert scorers["fast"].engine.step_reuse.keep == 2 and scorers["fast"].engine.step_reuse.until_depth == 2
     assert results["fast"].removed == results["reference"].removed

@@ -4,34 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import load
+from helpers import CharTokenizer, load, mc_items, rigged_piqa
 
-from layershear.data.benchmarks import MCItem
 from layershear.engine.config import EngineConfig
 from layershear.errors import ScoringError
 from layershear.model.arch import decoder_blocks
 from layershear.scoring.scorer import Scorer
 from layershear.search import GreedyPruner
-
-
-class CharTokenizer:
-    """Maps every character to one id in 3..122 (the tiny checkpoints have 128 ids)."""
-
-    bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
-
-    def __call__(self, texts, add_special_tokens=False):
-        return {"input_ids": [[3 + ord(c) % 120 for c in t] for t in texts]}
-
-
-def _items(n: int = 6) -> list[MCItem]:
-    # contexts longer than the tiny sliding window (4) and of different lengths, so batches are padded
-    out = []
-    for i in range(n):
-        ctx = f"Question {i}: which way{'?' * (i % 3)} now" + " and then" * (i % 2)
-        out.append(MCItem("arc_easy", i, (ctx,) * 3, (" left", " right side", " up" * (1 + i % 2)), i % 3,
-                          (4, 10, 3 * (1 + i % 2))))
-    return out
-
 
 ARCH_NAMES = ["llama", "gpt2", "gpt_neox", "gemma2_old", "gemma3_text", "qwen2_swa", "qwen3", "phi3", "olmo2"]
 
@@ -39,7 +18,7 @@ ARCH_NAMES = ["llama", "gpt2", "gpt_neox", "gemma2_old", "gemma3_text", "qwen2_s
 @pytest.mark.parametrize("name", ARCH_NAMES)
 def test_fast_children_equal_reference(tiny_checkpoints, name):
     model = load(tiny_checkpoints(name))
-    items = _items()
+    items = mc_items()
     fast = Scorer(model, CharTokenizer(), items, batch_size=4, engine="fast")
     ref = Scorer(model, CharTokenizer(), items, batch_size=4, engine="reference")
     # three greedy-like steps: a full caching pass, then caches derived from the previous step's
@@ -57,8 +36,8 @@ def test_fast_children_equal_reference(tiny_checkpoints, name):
 @pytest.mark.parametrize("stack_tokens", [0, 16384])
 def test_block_skipping_saves_about_half_of_the_block_work(tiny_checkpoints, stack_tokens):
     model = load(tiny_checkpoints("llama"))
-    fast = Scorer(model, CharTokenizer(), _items(), batch_size=4, engine=EngineConfig(stack_tokens=stack_tokens))
-    ref = Scorer(model, CharTokenizer(), _items(), batch_size=4, engine=EngineConfig(skip_prefix=False))  # same layout
+    fast = Scorer(model, CharTokenizer(), mc_items(), batch_size=4, engine=EngineConfig(stack_tokens=stack_tokens))
+    ref = Scorer(model, CharTokenizer(), mc_items(), batch_size=4, engine=EngineConfig(skip_prefix=False))  # same layout
     fast.children(frozenset(), range(6))
     ref.children(frozenset(), range(6))
     # reference: 6 candidates x 5 blocks; fast: 1 capture pass x 6 blocks + sum over b of (blocks after b)
@@ -81,25 +60,6 @@ def test_block_skipping_saves_about_half_of_the_block_work(tiny_checkpoints, sta
     assert fast.engine.stats.cache_bytes > 0
 
 
-def rigged_piqa(tiny_lm_dir):
-    """(model, tokenizer, 24 PIQA docs) with the gold labels rigged to the full model's own choices on
-    20 of 24 docs, so that relevance is defined for the random tiny model."""
-    from transformers import AutoTokenizer
-
-    from layershear.data.benchmarks import find_data_dir, load_split
-
-    if find_data_dir() is None:
-        pytest.skip("../shared/data/benchmarks not found")
-    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
-    model = load(tiny_lm_dir)
-    items = load_split("piqa", "validation", source="local")[:24]
-    probe = Scorer(model, tokenizer, items, engine="reference").accuracy()
-    rigged = [MCItem(it.task, it.doc_id, it.contexts, it.continuations,
-                     (it.gold if ok else 1 - it.gold) if k % 6 else (1 - it.gold if ok else it.gold), it.choice_lengths)
-              for k, (it, ok) in enumerate(zip(items, probe.correct))]
-    return model, tokenizer, rigged
-
-
 def test_greedy_picks_the_same_blocks_with_both_engines(tiny_lm_dir):
     model, tokenizer, rigged = rigged_piqa(tiny_lm_dir)
     results = {}
@@ -113,12 +73,12 @@ def test_greedy_picks_the_same_blocks_with_both_engines(tiny_lm_dir):
 
 def test_unknown_engine_is_an_error(tiny_checkpoints):
     with pytest.raises(ScoringError, match="Unknown engine 'turbo'"):
-        Scorer(load(tiny_checkpoints("llama")), CharTokenizer(), _items(), engine="turbo")
+        Scorer(load(tiny_checkpoints("llama")), CharTokenizer(), mc_items(), engine="turbo")
 
 
 def test_lm_head_sees_only_the_scored_positions(tiny_checkpoints):
     model = load(tiny_checkpoints("gemma2_old"))          # final-logit softcapping runs after the head too
-    items = _items()
+    items = mc_items()
     seen = []
     handle = model.get_output_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0].shape))
     try:
@@ -137,7 +97,7 @@ def test_checkpointed_cache_gives_the_same_numbers_with_less_memory(tiny_checkpo
     from layershear.engine.prefix_cache import CachePlan
 
     model = load(tiny_checkpoints("qwen3"))
-    items = _items()
+    items = mc_items()
     every = Scorer(model, CharTokenizer(), items, batch_size=4, cache_plan=CachePlan("device", 1, 0, 0, 0))
     sparse = Scorer(model, CharTokenizer(), items, batch_size=4, cache_plan=CachePlan(where, 3, 0, 0, 0))
     ref = Scorer(model, CharTokenizer(), items, batch_size=4, engine="reference")

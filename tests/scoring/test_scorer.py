@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import load
+from helpers import load
 
 from layershear.data.benchmarks import find_data_dir, load_split
 from layershear.engine.requests import encode_requests
