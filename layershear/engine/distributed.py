@@ -2,7 +2,7 @@
 
 Launch with torchrun, e.g. ``torchrun --nproc-per-node 8 -m layershear prune MODEL ...``. Every
 process holds the whole model and the same batch layout; process r runs batches r, r + W, r + 2W,
-... of every evaluation (W = world size) and the per-request log-likelihoods are summed across
+... of every pass over the requests (W = world size) and the per-request log-likelihoods are summed across
 processes (all-reduce), so every process sees every number and takes the same search decisions.
 Block-input caches stay local: a process only caches and reads the batches it runs. Only rank 0
 prints, writes files and pushes. Backend: NCCL on CUDA, gloo on CPU.

@@ -220,7 +220,7 @@ class LoglikelihoodEngine:
         """
         key = frozenset(removed)
         if key not in self._exact and self.config.skip_prefix and self._prefix is None:
-            self._prefix_for(key)          # the first evaluation also caches its block inputs
+            self._prefix_for(key)          # the first model scored also caches its block inputs
         if key not in self._exact:
             self._store(key, self.run(key, label=f"without {sorted(key)}" if key else "full model"))
         return self._exact[key]

@@ -100,7 +100,7 @@ class Exporter:
         ExportError: The source has only pickle (``.bin``) weights or no weights.
 
     Example:
-        >>> Exporter("Qwen/Qwen2.5-0.5B").export({3, 7}, "out/qwen-drop2", card=card_text)
+        >>> Exporter("Qwen/Qwen2.5-0.5B").export({3, 7}, "out/qwen-minus2", card=card_text)
     """
 
     def __init__(
@@ -276,21 +276,21 @@ class Exporter:
 
     def export(
         self,
-        drop: Iterable[int],
+        removed: Iterable[int],
         out_dir: str | os.PathLike[str],
         *,
         overwrite: bool = False,
         card: str | None = None,
         extra_files: Mapping[str, str] | None = None,
     ) -> Path:
-        """Write the checkpoint without the blocks in ``drop`` to ``out_dir``, atomically.
+        """Write the checkpoint without the blocks in ``removed`` to ``out_dir``, atomically.
 
         Blocks are renumbered contiguously (``model.layers.5.`` becomes ``model.layers.4.`` once one
         earlier block is gone); everything is written into a temporary folder beside ``out_dir`` and
         renamed into place only when complete.
 
         Args:
-            drop: Original indices of the blocks to remove.
+            removed: Original indices of the blocks to remove.
             out_dir: Target folder; must not exist or be empty unless ``overwrite``.
             overwrite: Replace an existing ``out_dir`` (only after the new folder is complete).
             card: Model card text, written as ``README.md``.
@@ -304,7 +304,7 @@ class Exporter:
                 tensors or config, or a failed write (no temporary folder is left behind).
         """
         out = Path(out_dir)
-        keep = kept_blocks(drop, self.num_blocks)
+        keep = kept_blocks(removed, self.num_blocks)
         self._check_target(out, overwrite)
         entries = self._plan(keep)
         prune_config(self.config, keep=keep)  # fail on an inconsistent config before writing anything

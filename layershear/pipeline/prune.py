@@ -105,7 +105,7 @@ def prune_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Calib
     started = time.perf_counter()
     found = (search_by_accuracy(hf_model, tokenizer, calibration, k, width=beam_width, acc_norm=acc_norm, engine=engine,
                                 race=race, compile_blocks=compile_blocks, emit=emit, **opts) if metric == "accuracy"
-             else search_by_baseline(hf_model, tokenizer, calibration, k, metric=metric, iterative=iterative,
+             else search_by_baseline(hf_model, tokenizer, calibration, k, num_blocks=num_blocks, metric=metric, iterative=iterative,
                                      acc_norm=acc_norm, emit=emit, **opts))
     seconds = time.perf_counter() - started
     evaluation = (HeldOut(held_out[0], *before_after(hf_model, tokenizer, held_out[1], found.removed, emit=emit, **opts))

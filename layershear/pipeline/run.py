@@ -109,13 +109,22 @@ class PruneRun:
         """Original indices of the blocks that stay, in order."""
         return tuple(b for b in range(self.num_blocks) if b not in self.removed)
 
+    @property
+    def steps(self) -> tuple:
+        """Every step of the accuracy search (:class:`layershear.search.result.SearchStep`); () for a baseline."""
+        return self.search.steps if self.search is not None else ()
+
+    @property
+    def cost(self) -> dict[str, Any]:
+        """What the search cost: seconds, and for accuracy the engine's counted work (``layershear.json``'s ``cost``)."""
+        return self.record["cost"]
+
     def model_card(self) -> str:
         """The model card (README.md) of the pruned checkpoint."""
         from layershear import __version__
         from layershear.export.card import RemovedBlock, render_model_card
 
-        steps = self.search.steps if self.search is not None else ()
-        removed = [RemovedBlock(s.chosen.block_idx, s.chosen.relevance, s.chosen.accuracy) for s in steps] or \
+        removed = [RemovedBlock(s.chosen.block_idx, s.chosen.relevance, s.chosen.accuracy) for s in self.steps] or \
                   [RemovedBlock(b, None, None) for b in self.removed]
         return render_model_card(base_model=self.source, num_blocks=self.num_blocks, removed=removed,
                                  calibration=self.calibration, command=self.record["command"], version=__version__,

@@ -86,7 +86,7 @@ def search_by_accuracy(model, tokenizer, calibration: CalibrationSet, num_remove
                  compiled=compile_blocks)
 
 
-def search_by_baseline(model, tokenizer, calibration: CalibrationSet, num_remove: int, *, metric: str,
+def search_by_baseline(model, tokenizer, calibration: CalibrationSet, num_remove: int, *, num_blocks: int, metric: str,
                        iterative: bool, acc_norm: bool | None, emit: EventFn, **opts) -> Found:
     """Remove by a baseline metric (one-shot or iterative), then score the full and the pruned model
     on the calibration set (two passes: no block-input cache)."""
@@ -97,7 +97,7 @@ def search_by_baseline(model, tokenizer, calibration: CalibrationSet, num_remove
 
     emit(PruneEvent("stage", f"{metric} scores ({'iterative' if iterative else 'one-shot'})"))
     removal = remove_by_metric(metric, model, tokenizer, calibration_texts(calibration.items), num_remove=num_remove,
-                               num_blocks=_num_blocks(model), iterative=iterative,
+                               num_blocks=num_blocks, iterative=iterative,
                                batch_size=opts["batch_size"], max_length=opts["max_length"] or 2048, on_step=on_step)
     # two accuracies only: no block-input cache (it pays off across the candidates of a greedy step)
     scorer = Scorer(model, tokenizer, calibration.items, acc_norm=acc_norm,
@@ -106,12 +106,6 @@ def search_by_baseline(model, tokenizer, calibration: CalibrationSet, num_remove
     emit(PruneEvent("info", f"calibration accuracy {100 * full.accuracy:.2f}% -> {100 * final.accuracy:.2f}% "
                             f"(random {100 * full.random:.2f}%)"))
     return Found(removal.removed, "iterative" if iterative else "one-shot", full, final, scorer, baseline=removal)
-
-
-def _num_blocks(model) -> int:
-    from layershear.model.arch import decoder_blocks
-
-    return len(decoder_blocks(model))
 
 
 def evaluate_removed(model, tokenizer, tasks: Mapping[str, Sequence[MCItem]], removed: Sequence[int], *, name: str,

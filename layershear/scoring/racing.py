@@ -2,7 +2,7 @@
 
 Within one greedy step the block removed is the candidate whose model has the highest calibration
 accuracy (the least relevant one, AccBasedRelevance being decreasing in Acc(f_-l, D)). Racing
-evaluates all candidates on the same growing random slices of the calibration set; after each slice
+scores all candidates on the same growing random slices of the calibration set; after each slice
 it compares every pair of candidates on the items seen so far. For candidates a and b the per-item
 difference d_i = correct_a(i) - correct_b(i) lies in [-1, 1], and the items seen are a simple random
 sample without replacement of the N items of D (slices are drawn by a seeded permutation of items,
@@ -12,8 +12,8 @@ Maillard 2015, Bernoulli 21(3), Thm. 2.4) bounds the full-set mean:
     P( mean_n(d) - mean_N(d) >= eps ) <= exp(-2 n eps^2 / ((1 - (n - 1) / N) R^2)),   R = 2
 
 so with probability >= 1 - delta' Acc(f_-a, D) > Acc(f_-b, D) once mean_n(d) > eps(n, N, delta').
-A candidate is dropped from the race when ``keep`` others (1 for greedy, the beam width otherwise)
-are confidently better. Racing errs only if a candidate t of the true top ``keep`` is dropped; then
+A candidate is eliminated from the race when ``keep`` others (1 for greedy, the beam width otherwise)
+are confidently better. Racing errs only if a candidate t of the true top ``keep`` is eliminated; then
 at least one of the candidates that beat t is not truly better than t (at most keep - 1 are), so
 one of the keep (K - 1) pairs (a, t) deviated at one of the S looks: delta' = delta / (keep (K - 1) S)
 per comparison bounds the error of a whole step by delta. Candidates left at the end are scored on

@@ -93,7 +93,7 @@ def beam_search(accuracy: AccuracyFn, *, num_blocks: int, num_remove: int, width
     for depth in range(1, num_remove + 1):
         candidates: dict[frozenset[int], _Path] = {}
         alive = [path for path in beam if path.accuracy.above_random]
-        if not alive:        # a beam path at chance is dropped; the search stops only when all are
+        if not alive:        # a beam path at chance is set aside; the search stops only when all are
             check_defined(beam[0].accuracy)
         for path in alive:
             for child in _expand(path, children_of, num_blocks):
