@@ -89,8 +89,8 @@ def calibration_exclusions(files: Iterable[str | os.PathLike[str]]) -> dict[tupl
 def model_and_tokenizer(model, tokenizer=None, *, dtype: str = "auto", device: str = "auto",
                         revision: str | None = None):
     """``(model, tokenizer, source)``: a Hub id or local folder is loaded
-    (:func:`layershear.model.loading.load_model`); a loaded ``PreTrainedModel`` is used as is, its
-    tokenizer loaded from ``model.name_or_path`` unless given. ``source`` is the checkpoint an export
+    (:func:`layershear.model.loading.load_model`); a loaded ``PreTrainedModel`` is used as is (put in
+    eval mode), its tokenizer loaded from ``model.name_or_path`` unless given. ``source`` is the checkpoint an export
     streams from (the id or folder; ``model.name_or_path`` for a loaded model).
 
     Raises:

@@ -131,19 +131,26 @@ class Exporter:
         """
         fix = ("save the model with model.save_pretrained(DIR) and export DIR, or pass the model by its "
                "Hub id or folder")
-        for key, file in self._weight_map.items():
-            if key not in expected:
-                raise ExportError(f"{self.source} holds tensor {key}, which the scored model does not have; {fix}")
-            shape, rows = expected[key]
+        for file, keys in self._keys_by_file().items():
             with safe_open(self.source / file, framework="pt") as f:
-                part = f.get_slice(key)
-                if tuple(part.get_shape()) != shape:
-                    raise ExportError(f"tensor {key} is {list(part.get_shape())} in {self.source} but {list(shape)} in "
-                                      f"the scored model; {fix}")
-                tensor = f.get_tensor(key) if len(shape) < 2 or not shape[0] else torch.cat([part[:1], part[-1:]])
-            stored = _rows(tensor).to(rows.dtype) if tensor.numel() else tensor
-            if not torch.equal(stored, rows):
-                raise ExportError(f"tensor {key} of {self.source} differs from the scored model's; {fix}")
+                for key in keys:
+                    if key not in expected:
+                        raise ExportError(f"{self.source} holds tensor {key}, which the scored model does not have; {fix}")
+                    shape, rows = expected[key]
+                    part = f.get_slice(key)
+                    if tuple(part.get_shape()) != shape:
+                        raise ExportError(f"tensor {key} is {list(part.get_shape())} in {self.source} but {list(shape)} "
+                                          f"in the scored model; {fix}")
+                    tensor = f.get_tensor(key) if len(shape) < 2 or not shape[0] else torch.cat([part[:1], part[-1:]])
+                    stored = _rows(tensor).to(rows.dtype) if tensor.numel() else tensor
+                    if not torch.equal(stored, rows):
+                        raise ExportError(f"tensor {key} of {self.source} differs from the scored model's; {fix}")
+
+    def _keys_by_file(self) -> dict[str, list[str]]:
+        by_file: dict[str, list[str]] = {}
+        for key, file in self._weight_map.items():
+            by_file.setdefault(file, []).append(key)
+        return by_file
 
     def _source_weight_map(self) -> dict[str, str]:
         if (self.source / _INDEX).is_file():
@@ -173,10 +180,7 @@ class Exporter:
         new_idx = {old: new for new, old in enumerate(keep)}
         seen_blocks: set[int] = set()
         entries: list[_Entry] = []
-        by_file: dict[str, list[str]] = {}
-        for key, file in self._weight_map.items():
-            by_file.setdefault(file, []).append(key)
-        for file, file_keys in by_file.items():
+        for file, file_keys in self._keys_by_file().items():
             path = self.source / file
             if not path.is_file():
                 raise ExportError(f"{_INDEX} names {file}, which is missing from {self.source}")
