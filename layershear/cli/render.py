@@ -76,8 +76,7 @@ def relevance_table(scores: Sequence[BlockScore], parent: ModelAccuracy, *, titl
 def steps_table(result: SearchResult) -> Table:
     """Removal order: step, original block index, its relevance when removed, accuracy after removal."""
     tasks = list(result.full.accuracy_by_task)
-    table = Table(title=f"Removed {len(result.removed)} of {result.num_blocks} blocks "
-                        f"({'greedy' if result.width == 1 else f'beam width {result.width}'})",
+    table = Table(title=f"Removed {len(result.removed)} of {result.num_blocks} blocks ({result.strategy})",
                   caption=f"calibration acc: full {_pct(result.full.accuracy)}% -> pruned {_pct(result.final.accuracy)}%"
                           f" (r(D) {_pct(result.full.random)}%)")
     for col in ["step", "block", "relevance", "acc %", *tasks]:
@@ -90,7 +89,7 @@ def steps_table(result: SearchResult) -> Table:
 
 
 def eval_table(columns: dict[str, Sequence[TaskResult]], *, title: str = "Held-out evaluation") -> Table:
-    """Rows task x metric, one column per model (value ± stderr, in %), plus n docs and random."""
+    """Rows task x measure, one column per model (value ± stderr, in %), plus n docs and random."""
     table = Table(title=title)
     for col in ["task", "measure", "n", "random", *columns]:
         table.add_column(col, justify="left" if col in ("task", "measure") else "right")

@@ -24,3 +24,10 @@ def test_import_layershear_is_light():
     code = "import sys, layershear\nprint('torch' in sys.modules, layershear.__version__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[0] == "False"
+
+
+def test_the_engine_names_of_the_cli_are_the_engines():
+    from layershear.cli.options import ENGINES as NAMES
+    from layershear.engine.config import ENGINES
+
+    assert NAMES == tuple(ENGINES)
