@@ -17,7 +17,7 @@ class EngineConfig:
     common to several questions) are computed once, in a prefix tree (see :mod:`layershear.engine.packing`).
     ``pack``: several sequences or trees share a row of ``row_tokens`` tokens, so padding is only a
     row's tail (None: the width of :data:`ROW_TOKENS` with the fewest FLOPs per pass, counted by
-    :class:`FlopModel`; wider rows waste less on padding but compute more masked attention; 0 =
+    :class:`layershear.engine.work.FlopModel`; wider rows waste less on padding but compute more masked attention; 0 =
     one tree per row).
     Without ``share_context`` and ``pack`` rows are lm-eval's: one right-padded request per row,
     batches sorted by length. ``step_reuse`` (with ``skip_prefix``, not with racing): candidate runs
@@ -57,7 +57,7 @@ ENGINES: dict[str, EngineConfig] = {
 
 
 ROW_TOKENS: tuple[int, ...] = (0, 256, 512, 1024, 2048)
-"""Row widths tried when ``Engine.row_tokens`` is None; 0 = one prefix tree per row (rows of similar
+"""Row widths tried when ``EngineConfig.row_tokens`` is None; 0 = one prefix tree per row (rows of similar
 width batched together), which computes the least masked attention."""
 
 

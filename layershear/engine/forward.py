@@ -21,11 +21,9 @@ from layershear.engine.requests import EncodedRequest
 def _batch_tensors(batch: Sequence[EncodedRequest], max_length: int, pad_id: int):
     rows, spans = [], []
     for req in batch:
-        tokens = (req.context_ids + req.continuation_ids)[-(max_length + 1):]
-        inp = tokens[:-1]
-        n_cont = min(len(req.continuation_ids), len(inp))
+        inp, first, targets = req.truncated(max_length)
         rows.append(inp)
-        spans.append((len(inp) - n_cont, len(inp), tokens[len(tokens) - n_cont:]))  # n_cont < len(tokens): check_lengths
+        spans.append((first, len(inp), targets))
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     for r, inp in enumerate(rows):

@@ -96,9 +96,6 @@ class LoglikelihoodEngine:
         self.layout = build_layout(self.requests, packed=self.packed, config=self.config, batch_size=batch_size,
                                    max_length=self.max_length, flops=FlopModel.of(model), num_blocks=self.num_blocks,
                                    slices=self.slices)
-        self.batches, self.slice_batches, self.row_tokens = self.layout.batches, self.layout.slice_batches, \
-            self.layout.row_tokens
-        self._shapes = self.layout.shapes
         self.on_progress = on_progress
         self.stats = EngineStats()
         self._exact: dict[frozenset[int], torch.Tensor] = {}     # removed blocks -> log-likelihoods
@@ -112,7 +109,7 @@ class LoglikelihoodEngine:
         embeddings = self.model.get_input_embeddings().weight
         # one block's input over this process's share of the batches (all of them for one process),
         # the largest share over processes so that every process plans alike
-        mine = sum(self._shapes[j].rows * self._shapes[j].width for j in my_share(list(range(len(self.batches)))))
+        mine = sum(self.layout.shapes[j].rows * self.layout.shapes[j].width for j in my_share(list(range(len(self.batches)))))
         block_bytes = mine * embeddings.shape[1] * embeddings.element_size()
         block_bytes = -min_across((-block_bytes,), embeddings.device)[0] if cache_plan is None else block_bytes
         self.cache_plan = cache_plan or plan_cache(block_bytes, self.num_blocks, embeddings.device)
@@ -122,9 +119,24 @@ class LoglikelihoodEngine:
                                         budget_bytes=self.cache_plan.budget_bytes - self.cache_plan.planned_bytes)
 
     @property
+    def batches(self) -> tuple:
+        """The forward passes over the requests (:class:`layershear.engine.layout.Layout`)."""
+        return self.layout.batches
+
+    @property
+    def slice_batches(self) -> tuple[tuple[int, ...], ...]:
+        """Indices of the batches of each racing slice."""
+        return self.layout.slice_batches
+
+    @property
+    def row_tokens(self) -> int | None:
+        """Packed row width in use (None: lm-eval rows)."""
+        return self.layout.row_tokens
+
+    @property
     def batch_shapes(self) -> list[BatchShape]:
         """Shape of every forward pass over the requests (rows, width, real tokens, ...)."""
-        return list(self._shapes)
+        return list(self.layout.shapes)
 
     @property
     def num_tokens(self) -> int:
@@ -139,7 +151,7 @@ class LoglikelihoodEngine:
     def describe(self, *, steps: int = 1) -> list[str]:
         """The plan, one line each: the batch layout, the prefix cache, the fused kernels, and step
         reuse (for searches of more than one step)."""
-        shapes = self._shapes
+        shapes = self.layout.shapes
         rows = sum(s.rows for s in shapes)
         padded = sum(s.rows * s.width for s in shapes)
         real = sum(s.real_tokens for s in shapes)
@@ -190,7 +202,7 @@ class LoglikelihoodEngine:
         """
         removed = frozenset(removed)
         todo = my_share(list(range(len(self.batches))) if only is None else list(only))
-        self.stats.count([self._shapes[j] for j in todo], blocks_run=self.num_blocks - len(removed))
+        self.stats.count([self.layout.shapes[j] for j in todo], blocks_run=self.num_blocks - len(removed))
         out = torch.zeros(len(self.requests), dtype=torch.float64)
         full_logits = not self.config.scored_head
         with (remove_blocks(self.model, removed), fused_kernels(self.fusion),
@@ -273,7 +285,7 @@ class LoglikelihoodEngine:
         if not self.config.stack_tokens or not self.packed or self.cache_plan.every != 1:
             return [[b] for b in order]
         storing = self.step_reuse is not None and len(parent) + 1 < self.step_reuse.until_depth
-        widest = max(s.rows * s.width for s in self._shapes)
+        widest = max(s.rows * s.width for s in self.layout.shapes)
         return stack_groups(order, widest, self.config.stack_tokens, min_groups=2 if storing else 1)
 
     def _plan_child(self, cache: BlockInputs, parent: frozenset[int], b: int) -> tuple[Run, BlockInputs | None,
@@ -311,7 +323,7 @@ class LoglikelihoodEngine:
         start = min(m.first for m in members.values() if m.first is not None)
         kept = [k for k in range(self.num_blocks) if k not in parent and k >= start]
         todo = my_share(list(range(len(self.batches))))
-        shapes = [self._shapes[j] for j in todo]
+        shapes = [self.layout.shapes[j] for j in todo]
         for m in members.values():
             self.stats.count(shapes, blocks_run=0 if m.first is None else len([k for k in kept if k >= m.first]),
                              passes=False)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from layershear.engine.forward import EncodedRequest, score_positions
+from layershear.engine.forward import score_positions
+from layershear.engine.requests import EncodedRequest
 
 #: Architectures whose forward accepts a custom 4-D mask (or a dict of them per layer type) and
 #: explicit position ids; the packed layout is tested on each of them against the unpacked one.
@@ -118,14 +119,6 @@ class _Trie:
         return row, where
 
 
-def _inputs(req: EncodedRequest, max_length: int) -> tuple[list[int], int, list[int]]:
-    """(input tokens, index of the first scored input position, target tokens) after left truncation."""
-    tokens = list(req.context_ids + req.continuation_ids)[-(max_length + 1):]
-    inp = tokens[:-1]
-    n_cont = min(len(req.continuation_ids), len(inp))
-    return inp, len(inp) - n_cont, tokens[len(tokens) - n_cont:]
-
-
 def pack_requests(requests: Sequence[EncodedRequest], *, max_length: int, row_tokens: int, batch_tokens: int,
                   share: bool = True, pack: bool = True) -> list[PackedBatch]:
     """Lay ``requests`` out in packed rows and group the rows into batches.
@@ -141,7 +134,7 @@ def pack_requests(requests: Sequence[EncodedRequest], *, max_length: int, row_to
     Returns:
         Batches covering every request exactly once.
     """
-    inputs = [_inputs(r, max_length) for r in requests]
+    inputs = [r.truncated(max_length) for r in requests]
     units: dict[int, list[int]] = {}
     for k, req in enumerate(requests):
         units.setdefault(req.item if share else k, []).append(k)

@@ -44,6 +44,14 @@ class EncodedRequest:
         """Tokens fed to the model: context + continuation minus the last one (it is only predicted)."""
         return len(self.context_ids) + len(self.continuation_ids) - 1
 
+    def truncated(self, max_length: int) -> tuple[list[int], int, list[int]]:
+        """lm-eval's left truncation to ``max_length + 1`` tokens: (input token ids, index of the first
+        scored input position, target token ids, one per scored position)."""
+        tokens = list(self.context_ids + self.continuation_ids)[-(max_length + 1):]
+        inp = tokens[:-1]
+        n_cont = min(len(self.continuation_ids), len(inp))     # n_cont < len(tokens): check_lengths
+        return inp, len(inp) - n_cont, tokens[len(tokens) - n_cont:]
+
 
 def requests_of(items: Sequence[MCItem]) -> list[Request]:
     """One request per choice of every item, item-major then choice order (lm-eval's

@@ -11,8 +11,8 @@ from layershear.data.calibration import CalibrationSet
 from layershear.data.recipes import CalibrationRecipe, EvalSuite
 from layershear.engine.config import EngineConfig
 from layershear.errors import LayershearError
-from layershear.inputs import DataSource, eval_documents, model_and_tokenizer
-from layershear.pipeline.run import EventFn, PruneEvent, draw_calibration
+from layershear.inputs import DataSource, eval_documents
+from layershear.pipeline.run import EventFn, PruneEvent, draw_calibration, load_for_job
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ def analyze_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Cal
     """
     from layershear.export.record import calibration_dict, run_record
     from layershear.model.arch import decoder_blocks
+    from layershear.scoring.accuracy import measure_of
     from layershear.search.count import check_count, num_to_remove
 
     emit = on_event or (lambda _e: None)
@@ -47,8 +48,7 @@ def analyze_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Cal
     if len(docs) < 2:
         raise LayershearError(f"--tasks {suite!r} has {len(docs)} task; task dependence needs at least 2, e.g. "
                               "--tasks arc_easy:200,piqa:200")
-    emit(PruneEvent("stage", f"loading {getattr(model, 'name_or_path', model)}"))
-    hf_model, tokenizer, source = model_and_tokenizer(model, tokenizer, dtype=dtype, device=device, revision=revision)
+    hf_model, tokenizer, source = load_for_job(model, tokenizer, emit, dtype=dtype, device=device, revision=revision)
     num_blocks = len(decoder_blocks(hf_model))
     max_remove = check_count(max_remove, num_blocks) if max_remove else num_to_remove(num_blocks, ratio=0.25)
     started = time.perf_counter()
@@ -67,6 +67,7 @@ def analyze_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Cal
                                   "engine": engine if isinstance(engine, str) else "custom", "dtype": dtype,
                                   "device": device, "seconds": round(time.perf_counter() - started, 2)},
                         model={"source": source, "num_blocks": num_blocks},
-                        calibration=calibration_dict(calibration, measures={}, num_tokens=0),
+                        calibration=calibration_dict(calibration, num_tokens=0, measures={
+                            d.task: measure_of(d.task, acc_norm) for d in calibration.draws}),
                         eval={"suite": suite, "num_docs": {t: len(v) for t, v in docs.items()}})
     return AnalyzeRun(result, record, f"layershear analyze: {source}")

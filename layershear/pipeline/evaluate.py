@@ -6,8 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from layershear.data.benchmarks import MCItem
 from layershear.engine.config import EngineConfig
-from layershear.inputs import model_and_tokenizer
-from layershear.pipeline.run import EventFn, PruneEvent
+from layershear.pipeline.run import EventFn, load_for_job
 from layershear.scoring.evaluation import TaskResult
 
 
@@ -24,7 +23,6 @@ def evaluate_model(model, tokenizer=None, *, tasks: Mapping[str, Sequence[MCItem
     from layershear.pipeline.stages import evaluate_removed
 
     emit = on_event or (lambda _e: None)
-    emit(PruneEvent("stage", f"loading {getattr(model, 'name_or_path', model)}"))
-    hf_model, tokenizer, _ = model_and_tokenizer(model, tokenizer, dtype=dtype, device=device, revision=revision)
+    hf_model, tokenizer, _ = load_for_job(model, tokenizer, emit, dtype=dtype, device=device, revision=revision)
     return evaluate_removed(hf_model, tokenizer, tasks, tuple(removed), name=name or str(model), emit=emit,
                             batch_size=batch_size, max_length=max_length, add_bos=add_bos, engine=engine)

@@ -17,8 +17,8 @@ from layershear.data.calibration import CalibrationSet
 from layershear.data.recipes import CalibrationRecipe, EvalSuite
 from layershear.engine.config import EngineConfig
 from layershear.errors import LayershearError
-from layershear.inputs import DataSource, eval_documents, model_and_tokenizer
-from layershear.pipeline.run import EventFn, HeldOut, PruneEvent, PruneRun, draw_calibration
+from layershear.inputs import DataSource, eval_documents
+from layershear.pipeline.run import EventFn, HeldOut, PruneEvent, PruneRun, draw_calibration, load_for_job
 from layershear.scoring.metric_names import ITERATIVE_BY_DEFAULT, METRICS
 from layershear.scoring.racing import RaceSettings
 
@@ -96,8 +96,7 @@ def prune_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Calib
     iterative = _check(metric, search, beam_width, iterative, race, compile_blocks)
     calibration = draw_calibration(calib, data, emit)
     held_out = eval_documents(eval, data, exclude=calibration.used()) if eval is not None else None
-    emit(PruneEvent("stage", f"loading {getattr(model, 'name_or_path', model)}"))
-    hf_model, tokenizer, source = model_and_tokenizer(model, tokenizer, dtype=dtype, device=device, revision=revision)
+    hf_model, tokenizer, source = load_for_job(model, tokenizer, emit, dtype=dtype, device=device, revision=revision)
     num_blocks = len(decoder_blocks(hf_model))
     k = num_to_remove(num_blocks, ratio=ratio, num=num_remove)
     emit(PruneEvent("info", f"removing {k} of {num_blocks} blocks"))

@@ -58,6 +58,15 @@ def draw_calibration(calib, data, emit: EventFn):
     return calibration
 
 
+def load_for_job(model, tokenizer, emit: EventFn, **load):
+    """``(model, tokenizer, source)`` (:func:`layershear.inputs.model_and_tokenizer`, ``load``: dtype,
+    device, revision), behind a ``loading`` stage."""
+    from layershear.inputs import model_and_tokenizer
+
+    emit(PruneEvent("stage", f"loading {getattr(model, 'name_or_path', model)}"))
+    return model_and_tokenizer(model, tokenizer, **load)
+
+
 @dataclass(frozen=True)
 class HeldOut:
     """Held-out evaluation of the model before (``base``) and after (``pruned``) the removal."""

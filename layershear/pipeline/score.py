@@ -10,8 +10,8 @@ from layershear.data.calibration import CalibrationSet
 from layershear.data.recipes import CalibrationRecipe
 from layershear.engine.config import EngineConfig
 from layershear.errors import LayershearError
-from layershear.inputs import DataSource, model_and_tokenizer
-from layershear.pipeline.run import EngineProgress, EventFn, PruneEvent, draw_calibration
+from layershear.inputs import DataSource
+from layershear.pipeline.run import EngineProgress, EventFn, PruneEvent, draw_calibration, load_for_job
 from layershear.scoring.accuracy import ModelAccuracy
 from layershear.scoring.relevance import BlockScore
 
@@ -44,8 +44,7 @@ def score_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Calib
     emit = on_event or (lambda _e: None)
     removed = sorted(set(removed))
     calibration = draw_calibration(calib, data, emit)
-    emit(PruneEvent("stage", f"loading {getattr(model, 'name_or_path', model)}"))
-    hf_model, tokenizer, source = model_and_tokenizer(model, tokenizer, dtype=dtype, device=device, revision=revision)
+    hf_model, tokenizer, source = load_for_job(model, tokenizer, emit, dtype=dtype, device=device, revision=revision)
     scorer = Scorer(hf_model, tokenizer, calibration.items, batch_size=batch_size, max_length=max_length,
                     acc_norm=acc_norm, add_bos=add_bos, engine=engine, on_progress=EngineProgress(emit))
     bad = [b for b in removed if not 0 <= b < scorer.num_blocks]

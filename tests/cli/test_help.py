@@ -30,4 +30,4 @@ def test_the_engine_names_of_the_cli_are_the_engines():
     from layershear.cli.options import ENGINES as NAMES
     from layershear.engine.config import ENGINES
 
-    assert NAMES == tuple(ENGINES)
+    assert tuple(ENGINES) == NAMES

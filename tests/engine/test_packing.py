@@ -138,5 +138,5 @@ def test_automatic_row_width_has_the_fewest_counted_flops(tiny_checkpoints):
     costs = {}
     for width in (0, 256, 512, 1024, 2048):
         fixed = Scorer(model, CharTokenizer(), _items(), batch_size=2, engine=EngineConfig(row_tokens=width))
-        costs[width] = FlopModel.of(model).pass_flops(fixed.engine._shapes, 6)
+        costs[width] = FlopModel.of(model).pass_flops(fixed.engine.batch_shapes, 6)
     assert auto.engine.row_tokens == min(costs, key=lambda w: (costs[w], w))
