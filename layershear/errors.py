@@ -24,8 +24,18 @@ class ScoringError(LayershearError):
 
 
 class ExportError(LayershearError):
-    """A pruned checkpoint cannot be written (target exists, inconsistent config, bad shard)."""
+    """An output cannot be written: a pruned checkpoint (target exists or may not be replaced, locked by
+    another run, inconsistent config, incomplete tensors), a report, a JSON file, or a full disk."""
 
 
 class HubError(LayershearError):
     """Pushing to the Hugging Face Hub failed (no token, no network, repo refused)."""
+
+
+class CheckpointError(LayershearError):
+    """A checkpoint folder is unreadable, incomplete or unsafe: truncated shard, malformed or incomplete
+    index, NaN/Inf weights, pickle-only weights, missing tokenizer, or code it asks to run."""
+
+
+class JournalError(LayershearError):
+    """A run's journal cannot be resumed: it was written with other settings, or it is unreadable."""

@@ -87,14 +87,17 @@ def calibration_exclusions(files: Iterable[str | os.PathLike[str]]) -> dict[tupl
 
 
 def model_and_tokenizer(model, tokenizer=None, *, dtype: str = "auto", device: str = "auto",
-                        revision: str | None = None):
+                        revision: str | None = None, trust_remote_code: bool = False):
     """``(model, tokenizer, source)``: a Hub id or local folder is loaded
     (:func:`layershear.model.loading.load_model`); a loaded ``PreTrainedModel`` is used as is (put in
     eval mode), its tokenizer loaded from ``model.name_or_path`` unless given. ``source`` is the checkpoint an export
-    streams from (the id or folder; ``model.name_or_path`` for a loaded model).
+    streams from (the id or folder; ``model.name_or_path`` for a loaded model). A loaded model's weights
+    are checked to be finite (:func:`layershear.model.checkpoint.check_finite`); ``trust_remote_code``
+    is passed to every transformers loader (False: a checkpoint with ``auto_map`` is refused).
 
     Raises:
         UnsupportedModelError: unsupported architecture, missing folder, failed download.
+        CheckpointError: a corrupt, incomplete, pickle-only or code-running checkpoint, NaN/Inf weights.
         LayershearError: a loaded model without ``name_or_path``, or a bad dtype/device name.
     """
     from layershear.model.arch import block_layout
@@ -102,8 +105,11 @@ def model_and_tokenizer(model, tokenizer=None, *, dtype: str = "auto", device: s
     if isinstance(model, str | os.PathLike):
         from layershear.model.loading import load_model
 
-        loaded, tok = load_model(os.fspath(model), dtype=dtype, device=device, revision=revision)
+        loaded, tok = load_model(os.fspath(model), dtype=dtype, device=device, revision=revision,
+                                 trust_remote_code=trust_remote_code)
         return loaded, tokenizer or tok, os.fspath(model)
+    from layershear.model.checkpoint import check_finite
+
     block_layout(model)
     source = getattr(model, "name_or_path", "") or ""
     if not source:
@@ -112,5 +118,6 @@ def model_and_tokenizer(model, tokenizer=None, *, dtype: str = "auto", device: s
     if tokenizer is None:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
+    check_finite(model, source)
     return model.eval(), tokenizer, source

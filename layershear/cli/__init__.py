@@ -14,7 +14,8 @@ from layershear.errors import LayershearError
 
 
 class _Group(click.Group):
-    """Turns a LayershearError into one red ``error: ...`` line and exit code 2."""
+    """Turns a LayershearError into one red ``error: ...`` line and exit code 2, and an interruption
+    (Ctrl-C, SIGTERM) into one line and exit code 130 / 143 (128 + the signal), after clean-up."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -24,6 +25,13 @@ class _Group(click.Group):
 
             ERR.print(f"error: {e}", style="red", markup=False, highlight=False, soft_wrap=True)
             ctx.exit(2)
+        except KeyboardInterrupt as e:
+            from layershear.cli.render import ERR
+
+            code = getattr(e, "exit_code", 130)
+            ERR.print(f"interrupted ({'SIGTERM' if code == 143 else 'SIGINT'}); nothing half-written was left",
+                      style="yellow", markup=False, highlight=False)
+            ctx.exit(code)
 
 
 @click.group(cls=_Group)

@@ -21,7 +21,7 @@ from layershear.cli.options import Command, calib_options, command_line, data_of
 @data_options
 @model_options
 def command(model, calib_spec, acc_norm, engine, tasks_spec, out, overwrite, max_remove, source, data_dir, batch_size,
-            max_length, add_bos, dtype, device, revision) -> None:
+            max_length, add_bos, dtype, device, revision, trust_remote_code) -> None:
     """Every block metric on MODEL, how they agree (correlations, rank confusion, task dependence), pruning curves."""
     from layershear.analysis.report import write_analysis
     from layershear.cli.render import ERR, OUT, analysis_table, reporting
@@ -33,7 +33,8 @@ def command(model, calib_spec, acc_norm, engine, tasks_spec, out, overwrite, max
     with reporting() as on_event:
         run = analyze_model(model, calib=calib_spec, tasks=tasks_spec, max_remove=max_remove, acc_norm=acc_norm,
                             engine=engine, batch_size=batch_size, max_length=max_length, add_bos=add_bos, dtype=dtype,
-                            device=device, revision=revision, data=data_of(source, data_dir), command=command_line(),
+                            device=device, revision=revision, trust_remote_code=trust_remote_code,
+                            data=data_of(source, data_dir), command=command_line(),
                             on_event=on_event)
     if not is_main():
         return

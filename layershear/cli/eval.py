@@ -18,7 +18,7 @@ from layershear.cli.options import Command, check_json_path, command_line, data_
 @data_options
 @model_options
 def command(models, tasks_spec, exclude_files, json_path, source, data_dir, batch_size, max_length, add_bos,
-            dtype, device, revision) -> None:
+            dtype, device, revision, trust_remote_code) -> None:
     """Held-out acc / acc_norm of one or more MODELS (a column each), lm-eval style."""
     from layershear.cli.render import OUT, eval_table, reporting
     from layershear.export.record import eval_dict, run_record
@@ -34,7 +34,7 @@ def command(models, tasks_spec, exclude_files, json_path, source, data_dir, batc
         for name in models:
             columns[name] = evaluate_model(name, tasks=tasks, name=Path(name).name, batch_size=batch_size,
                                            max_length=max_length, add_bos=add_bos, dtype=dtype, device=device,
-                                           revision=revision, on_event=on_event)
+                                           revision=revision, trust_remote_code=trust_remote_code, on_event=on_event)
     if json_path != "-":
         labels = {name: Path(name).name or name for name in columns}
         if len(set(labels.values())) < len(labels):

@@ -16,7 +16,9 @@ from layershear.cli.options import Command, command_line, parse_blocks
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out folder (only once the new one is complete).")
 @click.option("--max-shard-size", default="5GB", show_default=True, help="Largest safetensors shard.")
 @click.option("--revision", default=None, help="Hub revision of MODEL.")
-def command(model, remove_text, out, overwrite, max_shard_size, revision) -> None:
+@click.option("--trust-remote-code", is_flag=True,
+              help="Allow a checkpoint whose config.json runs its own code (auto_map); refused without this flag.")
+def command(model, remove_text, out, overwrite, max_shard_size, revision, trust_remote_code) -> None:
     """Write MODEL without the given blocks as a new HF folder (streams the shards; loads no model)."""
     from layershear import __version__
     from layershear.cli.render import ERR
@@ -26,8 +28,9 @@ def command(model, remove_text, out, overwrite, max_shard_size, revision) -> Non
     from layershear.export.record import dumps, run_record
 
     removed = parse_blocks(remove_text)
-    check_target(out, overwrite)
-    exporter = Exporter(model, revision=revision, max_shard_bytes=parse_size(max_shard_size))
+    check_target(out, overwrite, sources=[model] if Path(model).is_dir() else [])
+    exporter = Exporter(model, revision=revision, max_shard_bytes=parse_size(max_shard_size),
+                        trust_remote_code=trust_remote_code)
     record = run_record(command=command_line(), settings={"removed": removed}, model={"source": model}, removed=removed)
     card = render_model_card(base_model=model, num_blocks=exporter.num_blocks, removed=[RemovedBlock(b, None, None) for b in removed],
                              calibration=None, command=record["command"], version=__version__, metric=None)

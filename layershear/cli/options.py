@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -13,12 +15,26 @@ from layershear.errors import LayershearError
 ENGINES = ("fast", "reference")      # layershear.engine.config.ENGINES, named here so --help needs no torch
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what schedulers and ``docker stop`` send), raised like Ctrl-C's KeyboardInterrupt so that
+    the same clean-up runs: the current pass is dropped, temp folders are removed, the journal kept."""
+
+    exit_code = 143
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
 class Command(click.Command):
-    """A layershear command: before it runs (not for ``--help``), join torchrun's process group and
-    set up logging at the group's ``-v`` level; only rank 0 prints."""
+    """A layershear command: before it runs (not for ``--help``), turn SIGTERM into :class:`Terminated`,
+    join torchrun's process group and set up logging at the group's ``-v`` level; only rank 0 prints."""
 
     def invoke(self, ctx: click.Context):
         import logging
+        import signal
+
+        signal.signal(signal.SIGTERM, _terminate)
 
         from rich.logging import RichHandler
 
@@ -44,6 +60,8 @@ def model_options(f):
     f = click.option("--dtype", default="auto", show_default=True, help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp16.")(f)
     f = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")(f)
     f = click.option("--revision", default=None, help="Hub revision (branch, tag or commit) of MODEL.")(f)
+    f = click.option("--trust-remote-code", is_flag=True,
+                     help="Run the checkpoint's own Python files (config.json auto_map); refused without this flag.")(f)
     return f
 
 
@@ -79,14 +97,17 @@ def data_of(source: str, data_dir: Path | None):
 
 
 def parse_blocks(text: str, flag: str = "--remove") -> list[int]:
-    """``"3,7"`` -> ``[3, 7]``; raises LayershearError naming ``flag`` on bad input."""
-    try:
-        blocks = sorted({int(x) for x in text.split(",") if x.strip()})
-    except ValueError as e:
-        raise LayershearError(f"{flag} takes comma-separated block indices like 3,7; got {text!r}") from e
-    if not blocks:
+    """``"3,7"`` -> ``[3, 7]``: sorted, deduplicated 0-based block indices in ASCII digits (empty items
+    are skipped); raises LayershearError naming ``flag`` on anything else, negative indices included."""
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
         raise LayershearError(f"{flag} needs at least one block index, e.g. {flag} 3,7")
-    return blocks
+    if any(re.fullmatch(r"-\s*[0-9]+", x) for x in items):
+        raise LayershearError(f"{flag} takes 0-based block indices, none negative (the first block is 0); got {text!r}")
+    # at most 640 digits: int() refuses longer numbers where sys.set_int_max_str_digits lowered the limit
+    if not all(re.fullmatch(r"[0-9]{1,640}", x) for x in items):
+        raise LayershearError(f"{flag} takes comma-separated block indices like 3,7; got {text!r}")
+    return sorted({int(x) for x in items})
 
 
 def command_line() -> str:
@@ -96,15 +117,29 @@ def command_line() -> str:
 
 
 def check_json_path(path: str | None) -> None:
-    if path and path != "-" and (Path(path).is_dir() or not Path(path).parent.is_dir()):
-        what = "is a folder" if Path(path).is_dir() else f"folder {str(Path(path).parent)!r} does not exist"
-        raise LayershearError(f"--json {path}: {what}; give a file path or '-' for stdout")
+    """Refuse a ``--json`` path that cannot be written, before any work (the write itself is atomic)."""
+    if not path or path == "-":
+        return
+    target = Path(path)
+    parent = next((p for p in target.parents if p.exists()), Path("."))
+    if target.is_dir():
+        what = "is a folder"
+    elif not parent.is_dir():
+        what = f"{str(parent)!r} is a file"
+    elif not target.parent.is_dir():
+        what = f"folder {str(target.parent)!r} does not exist"
+    elif not os.access(target.parent, os.W_OK):
+        what = f"folder {str(target.parent)!r} is not writable"
+    else:
+        return
+    raise LayershearError(f"--json {path}: {what}; give a writable file path or '-' for stdout")
 
 
 def write_json(record: dict, path: str) -> None:
     """``record`` as strict JSON to ``path`` ('-' = stdout); only rank 0 writes under torchrun."""
     from layershear.cli.render import ERR
     from layershear.engine.distributed import is_main
+    from layershear.export.atomic import write_text_atomic
     from layershear.export.record import dumps
 
     if not is_main():
@@ -112,5 +147,5 @@ def write_json(record: dict, path: str) -> None:
     if path == "-":
         click.echo(dumps(record), nl=False)
     else:
-        Path(path).write_text(dumps(record))
+        write_text_atomic(path, dumps(record))
         ERR.print(f"wrote {path}", markup=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
@@ -16,7 +17,10 @@ from layershear.scoring.metric_names import METRICS
 @click.option("--num-remove", type=int, default=None, help="Number of blocks to remove (instead of --ratio).")
 @calib_options
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Folder for the pruned HF model.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing --out folder (only once the new one is complete).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out model folder (only once the new one is complete).")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run recorded in OUT.journal.jsonl (a rerun of the same "
+              "command resumes too); fails when there is none.")
+@click.option("--restart", is_flag=True, help="Discard the journal of an earlier run into --out and start afresh.")
 @click.option("--beam", "beam_width", type=click.IntRange(min=1), default=1, show_default=True,
               help="Beam width; 1 = the paper's greedy search, >1 backtracks over the best partial removal sets.")
 @click.option("--eval", "eval_spec", default=None,
@@ -40,40 +44,65 @@ from layershear.scoring.metric_names import METRICS
 @click.option("--max-shard-size", default="5GB", show_default=True, help="Largest safetensors shard (e.g. 2GB, 500MB).")
 @data_options
 @model_options
-def command(model, ratio, num_remove, calib_spec, acc_norm, engine, out, overwrite, beam_width, eval_spec, metric,
+def command(model, ratio, num_remove, calib_spec, acc_norm, engine, out, overwrite, resume, restart, beam_width, eval_spec, metric,
             iterative, race, race_delta, race_slices, compile_blocks, push_repo, private, max_shard_size, source,
-            data_dir, batch_size, max_length, add_bos, dtype, device, revision) -> None:
-    """Score blocks, remove the least relevant ones greedily, export the pruned MODEL (Hub id or local folder)."""
+            data_dir, batch_size, max_length, add_bos, dtype, device, revision, trust_remote_code) -> None:
+    """Score blocks, remove the least relevant ones greedily, export the pruned MODEL (Hub id or local folder).
+
+    Every scored model and step is recorded in OUT.journal.jsonl; after an interruption (Ctrl-C,
+    SIGTERM, a crash) the same command resumes where it stopped. The journal is removed once the
+    model is written.
+    """
     from layershear.cli.render import ERR, OUT, eval_table, reporting, steps_table
     from layershear.engine.distributed import is_main
-    from layershear.export.atomic import check_target
+    from layershear.errors import LayershearError
+    from layershear.export.atomic import check_target, output_lock
     from layershear.export.exporter import parse_size
     from layershear.pipeline import prune_model
     from layershear.scoring.racing import RaceSettings
+    from layershear.search.journal import journal_path, summarize
 
-    check_target(out, overwrite)                 # everything that can fail fast fails before the search
+    journal = journal_path(out)
+    if resume and restart:
+        raise LayershearError("--resume and --restart contradict each other; pass one")
+    if resume and not journal.is_file():
+        raise LayershearError(f"--resume: no journal {journal} of an earlier run into --out {out}; drop --resume")
+    # everything that can fail fast fails before the search
+    check_target(out, overwrite, sources=[model] if Path(model).is_dir() else [])
     parse_size(max_shard_size)
     if push_repo:
-        from layershear.export.hub import check_token
+        from layershear.export.hub import check_push
 
-        check_token(push_repo)
-    with reporting() as on_event:
-        run = prune_model(model, calib=calib_spec, ratio=ratio, num_remove=num_remove, metric=metric,
-                          search="greedy" if beam_width == 1 else "beam", beam_width=beam_width, iterative=iterative,
-                          acc_norm=acc_norm, engine=engine, compile_blocks=compile_blocks, eval=eval_spec,
-                          race=RaceSettings(delta=race_delta, slices=race_slices) if race else None,
-                          batch_size=batch_size, max_length=max_length, add_bos=add_bos, dtype=dtype, device=device,
-                          revision=revision, data=data_of(source, data_dir), command=command_line(),
-                          on_event=on_event)
-    if run.search is not None:
-        OUT.print(steps_table(run.search))
-    if run.held_out is not None:
-        OUT.print(eval_table({"base": run.held_out.base, "pruned": run.held_out.pruned},
-                             title=f"Held-out evaluation ({run.held_out.suite})"))
-    if not is_main():
-        return                 # rank 0 writes the model
-    with ERR.status(f"exporting to {out}"):
-        run.save_pretrained(out, overwrite=overwrite, max_shard_size=max_shard_size)
+        check_push(push_repo)
+    # one run at a time writes --out and its journal (rank 0 of a torchrun group writes both)
+    with output_lock(out) if is_main() else contextlib.nullcontext():
+        if restart and is_main():
+            journal.unlink(missing_ok=True)
+        try:
+            with reporting() as on_event:
+                run = prune_model(model, calib=calib_spec, ratio=ratio, num_remove=num_remove, metric=metric,
+                                  search="greedy" if beam_width == 1 else "beam", beam_width=beam_width,
+                                  iterative=iterative, acc_norm=acc_norm, engine=engine, compile_blocks=compile_blocks,
+                                  eval=eval_spec, race=RaceSettings(delta=race_delta, slices=race_slices) if race else None,
+                                  batch_size=batch_size, max_length=max_length, add_bos=add_bos, dtype=dtype, device=device,
+                                  revision=revision, trust_remote_code=trust_remote_code, data=data_of(source, data_dir),
+                                  command=command_line(), journal=journal, on_event=on_event)
+        except KeyboardInterrupt:
+            done = summarize(journal)
+            if done.models:
+                ERR.print(f"the journal {journal} keeps {done.steps} complete steps and {done.models} scored models; "
+                          "run the same command again to resume", markup=False)
+            raise
+        if run.search is not None:
+            OUT.print(steps_table(run.search))
+        if run.held_out is not None:
+            OUT.print(eval_table({"base": run.held_out.base, "pruned": run.held_out.pruned},
+                                 title=f"Held-out evaluation ({run.held_out.suite})"))
+        if not is_main():
+            return                 # rank 0 writes the model
+        with ERR.status(f"exporting to {out}"):
+            run.save_pretrained(out, overwrite=overwrite, max_shard_size=max_shard_size)
+        journal.unlink(missing_ok=True)
     ERR.print(f"wrote {out} (load it with AutoModelForCausalLM.from_pretrained({str(out)!r}))", markup=False)
     if push_repo:
         ERR.print(f"pushed: {run.push_to_hub(push_repo, private=private)}", markup=False)

@@ -67,6 +67,8 @@ class CalibrationRecipe(_Strict):
 
 
 def _check_unique(tasks: list[str]) -> None:
+    if not tasks:
+        raise ValueError("no tasks; list at least one under tasks:")
     dupes = sorted({t for t in tasks if tasks.count(t) > 1})
     if dupes:
         raise ValueError(f"task(s) listed twice: {', '.join(dupes)}; give each task once")
@@ -107,13 +109,42 @@ def available_recipes(kind: str) -> list[str]:
     return sorted(names)
 
 
+#: The characters :meth:`str.splitlines` breaks at, escaped, so that an error message stays one line.
+_LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def _one_line(text: object) -> str:
+    """``text`` with its line breaks escaped (task names, YAML keys and paths are the user's)."""
+    return str(text).translate(_LINE_BREAKS)
+
+
+def _is_file(path: Path) -> bool:
+    """:meth:`Path.is_file`, False where the OS refuses the name (too long, say) instead of raising."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem:
+        mark = e.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        return f"{e.context + ': ' if e.context else ''}{e.problem}{where}"
+    return str(e)
+
+
 def _read_yaml(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text())
-    except (OSError, ValueError, yaml.YAMLError) as e:
-        raise RecipeError(f"Cannot read recipe {path}: {e}") from e
+    except yaml.YAMLError as e:
+        raise RecipeError(_one_line(f"Cannot read recipe {path}: {_yaml_problem(e)}; fix the YAML syntax")) from e
+    except RecursionError as e:
+        raise RecipeError(_one_line(f"Cannot read recipe {path}: it is nested too deeply; a recipe is a flat mapping")) from e
+    except (OSError, ValueError) as e:      # UnicodeDecodeError, an impossible date (2001-02-30)
+        raise RecipeError(_one_line(f"Cannot read recipe {path}: {e}")) from e
     if not isinstance(data, dict):
-        raise RecipeError(f"Recipe {path} must be a YAML mapping")
+        raise RecipeError(_one_line(f"Recipe {path} must be a YAML mapping (kind, name, tasks, ...), not {type(data).__name__}"))
     return data
 
 
@@ -124,33 +155,37 @@ def _parse_inline(spec: str, kind: str) -> dict:
         entry: dict = {"task": task.strip()}
         if amount:
             if kind == "eval":
-                entry["limit"] = _number(amount, part, integer=True)
+                entry["limit"] = _number(amount, part, kind, integer=True)
             elif re.fullmatch(r"\d+", amount.strip()):
-                entry["count"] = int(amount)
+                entry["count"] = _number(amount, part, kind, integer=True)
             else:
-                entry["fraction"] = _number(amount, part, integer=False)
+                entry["fraction"] = _number(amount, part, kind, integer=False)
         elif kind == "calibration":
             raise RecipeError(f"Inline calibration entry {part!r} needs an amount: task:fraction (0.1) or task:count (50)")
         tasks.append(entry)
+    if not tasks:
+        example = "arc_easy:0.1,piqa:50" if kind == "calibration" else "arc_easy,piqa:200"
+        raise RecipeError(f"{kind.capitalize()} spec {spec!r} names no task; give a recipe name, a YAML path or a list like {example}")
     return {"kind": kind, "name": spec, "tasks": tasks}
 
 
-def _number(text: str, part: str, *, integer: bool) -> float:
+def _number(text: str, part: str, kind: str, *, integer: bool) -> float:
     try:
         return int(text) if integer else float(text)
-    except ValueError as e:
-        raise RecipeError(f"Bad amount in {part!r}; write task:0.1 (fraction) or task:50 (count)") from e
+    except ValueError as e:     # also an int of more than sys.get_int_max_str_digits() digits
+        fix = "task:0.1 (fraction) or task:50 (count)" if kind == "calibration" else "task:200 (first 200 docs) or just task"
+        raise RecipeError(f"Bad amount in {part!r}; write {fix}") from e
 
 
 def _resolve(spec: str, kind: str) -> tuple[dict, str]:
     path = Path(spec)
-    if spec.endswith((".yaml", ".yml")) or path.is_file():
-        if not path.is_file():
+    if spec.endswith((".yaml", ".yml")) or _is_file(path):
+        if not _is_file(path):
             raise RecipeError(f"Recipe file {spec!r} does not exist")
         return _read_yaml(path), str(path)
     if re.fullmatch(r"[\w.-]+", spec):
         for d in recipe_dirs():
-            if (d / f"{spec}.yaml").is_file():
+            if _is_file(d / f"{spec}.yaml"):
                 return _read_yaml(d / f"{spec}.yaml"), str(d / f"{spec}.yaml")
         known = available_recipes(kind)
         if get_task_or_none(spec) is None:
@@ -174,12 +209,12 @@ def _validate(data: dict, origin: str, model: type[BaseModel]):
         recipe = model.model_validate(data)
     except ValidationError as e:
         errs = "; ".join(f"{'.'.join(map(str, err['loc'])) or '<root>'}: {err['msg']}" for err in e.errors())
-        raise RecipeError(f"Invalid recipe {origin}: {errs}") from e
+        raise RecipeError(_one_line(f"Invalid recipe {origin}: {errs}")) from e
     for entry in recipe.tasks:
         try:
             get_task(entry.task)
         except BenchmarkError as e:
-            raise RecipeError(f"{origin}: {e}") from e
+            raise RecipeError(_one_line(f"{origin}: {e}")) from e
     return recipe
 
 
@@ -194,7 +229,7 @@ def load_calibration(spec: str) -> CalibrationRecipe:
     """
     data, origin = _resolve(spec, "calibration")
     if data.get("kind", "calibration") != "calibration":
-        raise RecipeError(f"{origin} is a {data.get('kind')!r} recipe, not a calibration recipe")
+        raise RecipeError(_one_line(f"{origin} is a {data.get('kind')!r} recipe, not a calibration recipe"))
     data.setdefault("name", Path(origin).stem if origin != "inline" else spec)
     return _validate(data, origin, CalibrationRecipe)
 
@@ -207,6 +242,6 @@ def load_eval_suite(spec: str) -> EvalSuite:
     """
     data, origin = _resolve(spec, "eval")
     if data.get("kind", "eval") != "eval":
-        raise RecipeError(f"{origin} is a {data.get('kind')!r} recipe, not an eval suite")
+        raise RecipeError(_one_line(f"{origin} is a {data.get('kind')!r} recipe, not an eval suite"))
     data.setdefault("name", Path(origin).stem if origin != "inline" else spec)
     return _validate(data, origin, EvalSuite)

@@ -19,13 +19,14 @@ from safetensors.torch import save_file
 from layershear.errors import ExportError
 from layershear.export.atomic import atomic_folder, check_target
 from layershear.model.arch import block_layout, layer_count
+from layershear.model.checkpoint import INDEX as _INDEX
+from layershear.model.checkpoint import SINGLE as _SINGLE
+from layershear.model.checkpoint import check_checkpoint, check_complete
 from layershear.model.layer_config import kept_blocks, prune_config
 from layershear.model.loading import resolve_checkpoint
 
 LOG = logging.getLogger(__name__)
 
-_INDEX = "model.safetensors.index.json"
-_SINGLE = "model.safetensors"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx", ".npz")
 _MAX_COPY_BYTES = 512 * 2**20
 _ITEMSIZE = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
@@ -48,16 +49,17 @@ def parse_size(size: int | str) -> int:
     reads it (:func:`transformers.utils.hub.convert_file_size_to_int`).
 
     Raises:
-        ExportError: not a size, or not positive.
+        ExportError: not a size (a bool, a decimal such as ``1.5GB``), or not positive.
     """
     from transformers.utils.hub import convert_file_size_to_int
 
     try:
-        value = convert_file_size_to_int(size)
+        value = None if isinstance(size, bool) else convert_file_size_to_int(size)
     except (ValueError, TypeError, AttributeError):
         value = None
     if not isinstance(value, int) or value <= 0:
-        raise ExportError(f"Bad size {size!r}; write a positive size such as 5GB, 500MB or 2GiB")
+        shown = repr(size) if size is None or isinstance(size, (int, float, str, bytes)) else f"of type {type(size).__name__}"
+        raise ExportError(f"Bad size {shown}; write a positive size such as 5GB, 500MB or 2GiB (a whole number and a unit)")
     return value
 
 
@@ -94,10 +96,13 @@ class Exporter:
         max_shard_bytes: Largest output shard; a single tensor larger than this gets a shard of its own.
         dtype: Cast floating-point tensors to this dtype (and record it in config.json); ``None`` keeps
             the source dtype.
+        trust_remote_code: allow a checkpoint whose config has ``auto_map`` (its code runs when the
+            export is checked to load, :func:`layershear.model.checkpoint.check_complete`).
 
     Raises:
         UnsupportedModelError: Unknown architecture or unreadable source.
-        ExportError: The source has only pickle (``.bin``) weights or no weights.
+        CheckpointError: pickle-only or no weights, a truncated shard, a malformed or incomplete index
+            (:func:`layershear.model.checkpoint.check_checkpoint`).
 
     Example:
         >>> Exporter("Qwen/Qwen2.5-0.5B").export({3, 7}, "out/qwen-minus2", card=card_text)
@@ -110,16 +115,19 @@ class Exporter:
         revision: str | None = None,
         max_shard_bytes: int = 5 * 2**30,
         dtype: torch.dtype | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         if max_shard_bytes <= 0:
             raise ExportError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
         self.source = resolve_checkpoint(os.fspath(source), revision=revision)
-        self.config: dict[str, Any] = json.loads((self.source / "config.json").read_text(encoding="utf-8"))
+        files = check_checkpoint(self.source, trust_remote_code=trust_remote_code, tokenizer=False)
+        self.config: dict[str, Any] = files.config
         self.layout = block_layout(self.config)
         self.num_blocks = layer_count(self.config)
         self.max_shard_bytes = max_shard_bytes
         self.dtype = dtype
-        self._weight_map = self._source_weight_map()
+        self.trust_remote_code = trust_remote_code
+        self._weight_map = files.weight_map
 
     def check_weights(self, expected: Fingerprint) -> None:
         """Check that every tensor of the source checkpoint has the shape, first and last row of
@@ -152,20 +160,6 @@ class Exporter:
             by_file.setdefault(file, []).append(key)
         return by_file
 
-    def _source_weight_map(self) -> dict[str, str]:
-        if (self.source / _INDEX).is_file():
-            index = json.loads((self.source / _INDEX).read_text(encoding="utf-8"))
-            return dict(index.get("weight_map", {}))
-        if (self.source / _SINGLE).is_file():
-            with safe_open(self.source / _SINGLE, framework="pt") as f:
-                return {k: _SINGLE for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
-        if any(self.source.glob("*.bin")) or any(self.source.glob("*.pt")) or any(self.source.glob("*.pth")):
-            raise ExportError(
-                f"{self.source} holds only pickle (.bin/.pt) weights; layershear exports safetensors only. "
-                "Convert first: load the model and save_pretrained() it (safetensors is the default)"
-            )
-        raise ExportError(f"no {_SINGLE} or {_INDEX} in {self.source}")
-
     def _block_prefix(self) -> str:
         full = self.layout.tensor_prefix
         short = full.split(".", 1)[1] if "." in full[:-1] else full  # e.g. "h." in the original gpt2 checkpoint
@@ -181,14 +175,8 @@ class Exporter:
         seen_blocks: set[int] = set()
         entries: list[_Entry] = []
         for file, file_keys in self._keys_by_file().items():
-            path = self.source / file
-            if not path.is_file():
-                raise ExportError(f"{_INDEX} names {file}, which is missing from {self.source}")
-            with safe_open(path, framework="pt") as f:
-                keys = set(f.keys())
+            with safe_open(self.source / file, framework="pt") as f:
                 for key in file_keys:
-                    if key not in keys:
-                        raise ExportError(f"{_INDEX} maps {key} to {file}, but {file} does not contain it")
                     match = pattern.match(key)
                     if match:
                         idx = int(match.group(1))
@@ -304,12 +292,16 @@ class Exporter:
             ``out_dir`` as a ``Path``.
 
         Raises:
-            ExportError: Bad indices, an existing target without ``overwrite``, inconsistent source
-                tensors or config, or a failed write (no temporary folder is left behind).
+            ExportError: Bad indices, an existing target without ``overwrite`` (or one that is not a
+                model folder, or is, holds or lies inside the source), another run writing it, too
+                little disk space, or a failed write (no temporary folder is left behind, a previous
+                output stays intact).
+            CheckpointError: the tensors to write are not exactly those the pruned architecture
+                needs (:func:`layershear.model.checkpoint.check_complete`).
         """
         out = Path(out_dir)
         keep = kept_blocks(removed, self.num_blocks)
-        self._check_target(out, overwrite)
+        check_target(out, overwrite, sources=[self.source])
         entries = self._plan(keep)
         prune_config(self.config, keep=keep)  # fail on an inconsistent config before writing anything
         files = dict(extra_files or {})
@@ -318,20 +310,16 @@ class Exporter:
         bad = [name for name in files if Path(name).name != name]
         if bad:
             raise ExportError(f"extra file name {bad[0]!r} must be a plain file name")
+        small = sum(p.stat().st_size for p in self.source.iterdir() if p.is_file() and not p.name.endswith(_WEIGHT_SUFFIXES))
         try:
-            with atomic_folder(out) as tmp:
+            with atomic_folder(out, nbytes=sum(e.nbytes for e in entries) + small) as tmp:
                 self._write_weights(entries, tmp)
                 self._write_config(keep, tmp)
                 self._copy_small_files(tmp, {"config.json", *files})
                 for name, text in files.items():
                     (tmp / name).write_text(text, encoding="utf-8")
+                check_complete(tmp, out, trust_remote_code=self.trust_remote_code)   # before it replaces anything
         except OSError as e:
-            raise ExportError(f"writing {out} failed: {e}") from e
+            raise ExportError(f"writing {out} failed: {e.strerror or e}; nothing was changed at {out}") from e
         LOG.info("exported %d of %d blocks to %s", len(keep), self.num_blocks, out)
         return out
-
-    def _check_target(self, out: Path, overwrite: bool) -> None:
-        if out.exists() and out.resolve() == self.source.resolve():
-            raise ExportError(f"{out} is the source checkpoint; choose another output folder")
-        check_target(out, overwrite)
-

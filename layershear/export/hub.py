@@ -22,6 +22,30 @@ def check_token(repo_id: str, token: str | None = None) -> str:
     return token
 
 
+def check_push(repo_id: str, token: str | None = None) -> str:
+    """Everything a push can be refused for that is known before any work: a malformed repo id
+    (``huggingface_hub.utils.validate_repo_id``), offline mode (``HF_HUB_OFFLINE``) and no token.
+
+    Returns:
+        The token.
+
+    Raises:
+        HubError: with the fix in the message.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        reason = str(e).strip().splitlines()[0]
+        raise HubError(f"--push-to-hub {repo_id!r} is not a Hub repo id ({reason}); write it as user/name") from e
+    if constants.HF_HUB_OFFLINE:
+        raise HubError(f"cannot push to {repo_id!r}: HF_HUB_OFFLINE is set; unset it (and check the network) or drop "
+                       "--push-to-hub and push the folder later with `layershear push`")
+    return check_token(repo_id, token)
+
+
 def push_to_hub(folder: str | os.PathLike, repo_id: str, *, private: bool = False, token: str | None = None,
                 commit_message: str = "Upload pruned model (layershear)") -> str:
     """Create ``repo_id`` (if needed) and upload ``folder`` to it.
@@ -30,11 +54,12 @@ def push_to_hub(folder: str | os.PathLike, repo_id: str, *, private: bool = Fals
         The URL of the commit.
 
     Raises:
-        HubError: no token, network failure, or the Hub refused (one line, with the fix).
+        HubError: a malformed repo id, offline mode, no token, network failure, or the Hub refused
+            (one line, with the fix).
     """
     from huggingface_hub import HfApi
 
-    token = check_token(repo_id, token)
+    token = check_push(repo_id, token)
     if not Path(folder, "config.json").is_file():
         raise HubError(f"{folder} is not an exported model folder (no config.json)")
     api = HfApi(token=token)

@@ -138,7 +138,13 @@ def _generic_layout(model: torch.nn.Module, config: Any, model_type: str) -> Blo
     return BlockLayout(model_type, path, path + ".", key)
 
 
-def _meta_model(config: Any) -> torch.nn.Module:
+def meta_model(config: Any) -> torch.nn.Module:
+    """The causal LM of ``config`` (a ``PretrainedConfig`` or a ``config.json`` dict) on the meta device: its
+    modules and tensor names without memory.
+
+    Raises:
+        UnsupportedModelError: transformers cannot build it.
+    """
     from transformers import AutoConfig, AutoModelForCausalLM
 
     try:
@@ -175,7 +181,7 @@ def block_layout(config_or_model: Any) -> BlockLayout:
             layout = _generic_layout(config_or_model, config, model_type)
         _check_model(config_or_model, layout)
     elif layout is None:
-        layout = _generic_layout(_meta_model(config), config, model_type)
+        layout = _generic_layout(meta_model(config), config, model_type)
     return layout
 
 

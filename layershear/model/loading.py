@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from layershear.errors import UnsupportedModelError
+from layershear.errors import CheckpointError, UnsupportedModelError
 from layershear.model.arch import CONFIG_ERRORS, block_layout
 from layershear.model.devices import resolve_device, resolve_dtype
 
@@ -66,12 +66,15 @@ def resolve_checkpoint(name_or_path: str, *, revision: str | None = None) -> Pat
 
 def load_model(
     name_or_path: str, *, dtype: str | torch.dtype = "auto", device: str | torch.device = "auto",
-    revision: str | None = None,
+    revision: str | None = None, trust_remote_code: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a supported causal LM and its tokenizer, in eval mode on ``device``.
 
-    The architecture is checked from ``config.json`` before any weights are read, so an unsupported
-    model fails fast.
+    The folder is checked before any weights are read (:func:`layershear.model.checkpoint.check_checkpoint`:
+    readable config and shards, a complete index, safetensors only, a tokenizer, no ``auto_map``
+    unless trusted) and the architecture from ``config.json``, so a bad checkpoint fails fast; after
+    loading, transformers' loading report must show no missing, mismatched or unexpected tensor and
+    every weight must be finite.
 
     Args:
         name_or_path: Local folder or Hub id (see ``resolve_checkpoint``).
@@ -79,30 +82,48 @@ def load_model(
             or a ``torch.dtype`` (:func:`layershear.model.devices.resolve_dtype`).
         device: ``"auto"`` (CUDA when visible, else CPU), ``"cpu"``, ``"cuda[:N]"`` or a ``torch.device``.
         revision: Hub revision.
+        trust_remote_code: let transformers run Python files of the checkpoint (``auto_map``);
+            False (the default) refuses such a checkpoint. Passed explicitly to every loader.
 
     Returns:
         ``(model, tokenizer)``.
 
     Raises:
         UnsupportedModelError: Unknown or unsupported architecture, or an unreadable checkpoint.
+        CheckpointError: a checkpoint that is corrupt, incomplete, pickle-only, without tokenizer,
+            asks to run its code, disagrees with its config, or holds NaN/Inf weights.
         LayershearError: an unknown dtype or device name, or CUDA asked for but not visible.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    from layershear.model.checkpoint import check_checkpoint, check_finite, check_loading_info
+
     device = device if isinstance(device, torch.device) else resolve_device(device)
     dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, device)
     path = resolve_checkpoint(name_or_path, revision=revision)
+    check_checkpoint(path, trust_remote_code=trust_remote_code)
+    trust = {"trust_remote_code": trust_remote_code}
     try:
-        config = AutoConfig.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path, **trust)
     except (*CONFIG_ERRORS, OSError) as e:
         raise UnsupportedModelError(f"transformers cannot read the config in {path}: {e}") from e
     block_layout(config)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        model, info = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True,
+                                                           output_loading_info=True, **trust)
+    except RuntimeError as e:  # a shape mismatch between config.json and the tensors
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: config.json and the weights disagree ({reason}); restore the "
+                              "checkpoint's original config.json") from e
     except (*CONFIG_ERRORS, OSError) as e:
         raise UnsupportedModelError(f"cannot load {name_or_path!r} as a causal LM: {e}") from e
+    check_loading_info(info, path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **trust)
+    except (*CONFIG_ERRORS, OSError) as e:
+        raise CheckpointError(f"cannot load the tokenizer of {path}: {str(e).strip().splitlines()[0]}") from e
     block_layout(model)
     model = model.to(device).eval()
+    check_finite(model, path)
     LOG.info("loaded %s (%s) on %s as %s", name_or_path, type(model).__name__, device, dtype)
     return model, tokenizer

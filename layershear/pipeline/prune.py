@@ -9,6 +9,7 @@ from the source shards (:class:`layershear.export.exporter.Exporter`), and
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any
@@ -48,8 +49,8 @@ def prune_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Calib
                 acc_norm: bool | None = None, engine: str | EngineConfig = "fast", race: RaceSettings | None = None,
                 compile_blocks: bool = False, eval: str | EvalSuite | None = None, batch_size: int = 16,
                 max_length: int | None = None, add_bos: bool = False, dtype: str = "auto", device: str = "auto",
-                revision: str | None = None, data: DataSource | None = None, command: str | None = None,
-                on_event: EventFn | None = None) -> PruneRun:
+                revision: str | None = None, trust_remote_code: bool = False, data: DataSource | None = None, command: str | None = None,
+                journal: str | os.PathLike | None = None, on_event: EventFn | None = None) -> PruneRun:
     """Remove ``ratio`` (or ``num_remove``) of ``model``'s decoder blocks, chosen on a calibration set.
 
     Args:
@@ -72,6 +73,12 @@ def prune_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Calib
         dtype, device, revision: how to load ``model`` when it is an id or folder.
         data: where benchmark documents come from (default: local copies when found, else the Hub).
         command: the command line recorded in ``layershear.json`` and the card (default: this call).
+        trust_remote_code: let transformers run the checkpoint's own code (``auto_map``); False
+            refuses such a checkpoint.
+        journal: a file recording every scored model and search step (``metric="accuracy"``); when
+            it holds an interrupted run with the same settings, model and calibration documents,
+            that run is resumed: its models are not scored again and the result is the same as
+            an uninterrupted run's (:mod:`layershear.search.journal`).
         on_event: progress and plan reporting, see :class:`PruneEvent`.
 
     Returns:
@@ -79,8 +86,10 @@ def prune_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Calib
 
     Raises:
         LayershearError: bad settings (before any model is loaded), unknown recipe or task,
-            unsupported model; ScoringError when relevance is undefined (the model is not above
-            chance on the calibration set).
+            unsupported model; CheckpointError for a corrupt, incomplete, pickle-only or code-running
+            checkpoint or NaN/Inf weights; ScoringError when relevance is undefined (the model is
+            not above chance on the calibration set) or a log-likelihood is not finite; JournalError
+            for a journal written with other settings.
 
     Example:
         >>> run = prune_model("HuggingFaceTB/SmolLM2-135M", calib="mix10", ratio=0.25)
@@ -96,14 +105,22 @@ def prune_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Calib
     iterative = _check(metric, search, beam_width, iterative, race, compile_blocks)
     calibration = draw_calibration(calib, data, emit)
     held_out = eval_documents(eval, data, exclude=calibration.used()) if eval is not None else None
-    hf_model, tokenizer, source = load_for_job(model, tokenizer, emit, dtype=dtype, device=device, revision=revision)
+    hf_model, tokenizer, source = load_for_job(model, tokenizer, emit, dtype=dtype, device=device, revision=revision,
+                                                  trust_remote_code=trust_remote_code)
     num_blocks = len(decoder_blocks(hf_model))
     k = num_to_remove(num_blocks, ratio=ratio, num=num_remove)
     emit(PruneEvent("info", f"removing {k} of {num_blocks} blocks"))
     opts = dict(batch_size=batch_size, max_length=max_length, add_bos=add_bos)
+    log = None
+    if journal is not None and metric == "accuracy":
+        depends = {"num_remove": k, "search": search, "beam_width": beam_width, "acc_norm": acc_norm,
+                    "engine": engine if isinstance(engine, str) else repr(engine), "compile": compile_blocks,
+                    "race": dataclasses.asdict(race) if race else None, **opts}
+        log = open_journal(journal, hf_model, source, revision, calibration, depends)
     started = time.perf_counter()
     found = (search_by_accuracy(hf_model, tokenizer, calibration, k, width=beam_width, acc_norm=acc_norm, engine=engine,
-                                race=race, compile_blocks=compile_blocks, emit=emit, **opts) if metric == "accuracy"
+                                race=race, compile_blocks=compile_blocks, emit=emit, journal=log, **opts)
+             if metric == "accuracy"
              else search_by_baseline(hf_model, tokenizer, calibration, k, num_blocks=num_blocks, metric=metric, iterative=iterative,
                                      acc_norm=acc_norm, emit=emit, **opts))
     seconds = time.perf_counter() - started
@@ -114,10 +131,42 @@ def prune_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Calib
                 "device": device, "beam_width": beam_width, "eval": held_out[0] if held_out else None}
     record = found.record(calibration, source=source, settings=settings, seconds=seconds, held_out=evaluation,
                           command=command or _call(source, calibration, ratio, num_remove, metric, search, beam_width))
+    if log is not None:
+        record["cost"]["journal"] = {"path": str(log.path), "models_replayed": log.replayed}
     return PruneRun(source=source, revision=revision, num_blocks=num_blocks, removed=found.removed, metric=metric,
                     strategy=found.strategy, full=found.full, final=found.final, record=record,
                     calibration=calibration.recipe, search=found.search, baseline=found.baseline, held_out=evaluation,
-                    fingerprint=None if isinstance(model, str | os.PathLike) else fingerprint(hf_model))
+                    fingerprint=None if isinstance(model, str | os.PathLike) else fingerprint(hf_model),
+                    trust_remote_code=trust_remote_code)
+
+
+def open_journal(path, model, source: str, revision: str | None, calibration: CalibrationSet,
+                 settings: dict[str, Any]):
+    """The :class:`layershear.search.journal.SearchJournal` at ``path`` for this job; its head holds the
+    layershear version, the settings, the model's identity (source, revision, weights hash, dtype and
+    device) and a hash of the calibration documents. Only rank 0 of a distributed run writes it.
+
+    Raises:
+        JournalError: an existing journal with another head.
+    """
+    import hashlib
+    import json
+
+    from layershear import __version__
+    from layershear.engine.distributed import is_main
+    from layershear.model.checkpoint import checkpoint_identity
+    from layershear.model.loading import resolve_checkpoint
+    from layershear.search.journal import SearchJournal
+
+    param = next(model.parameters())
+    docs = json.dumps([dataclasses.asdict(item) for item in calibration.items], sort_keys=True).encode()
+    head = {"layershear": __version__, "settings": settings,
+            "model": {"source": source, "revision": revision, "dtype": str(param.dtype).removeprefix("torch."),
+                      "device": param.device.type,
+                      "weights": checkpoint_identity(resolve_checkpoint(source, revision=revision))},
+            "calibration": {"recipe": calibration.recipe, "seed": calibration.seed, "num_items": len(calibration.items),
+                            "documents": hashlib.sha256(docs).hexdigest()}}
+    return SearchJournal(path, head, write=is_main())
 
 
 def _call(source, calibration, ratio, num_remove, metric, search, width) -> str:

@@ -95,6 +95,7 @@ class PruneRun:
         calibration: the calibration recipe's name.
         fingerprint: the scored model's weights, when it was passed in memory (checked at export).
         saved_to: the folder :meth:`save_pretrained` last wrote (None before).
+        trust_remote_code: the checkpoint's own code may run (when the export is checked to load).
     """
 
     source: str
@@ -112,6 +113,7 @@ class PruneRun:
     held_out: HeldOut | None = None
     fingerprint: dict | None = field(default=None, repr=False)   # a model passed in memory (see Exporter.check_weights)
     saved_to: Path | None = None
+    trust_remote_code: bool = False
 
     @property
     def kept(self) -> tuple[int, ...]:
@@ -146,13 +148,16 @@ class PruneRun:
         into place when complete), streamed from :attr:`source` without building the model.
 
         Raises:
-            ExportError: an existing target without ``overwrite``, a checkpoint that is not the scored
-                model, an unusable source or a failed write (nothing half-written is left).
+            ExportError: an existing target without ``overwrite`` (or one that is not a model folder,
+                or the source), another run writing it, too little disk space, a checkpoint that is
+                not the scored model, an unusable source or a failed write (nothing half-written is
+                left, a previous output stays intact).
         """
         from layershear.export.exporter import Exporter, parse_size
         from layershear.export.record import dumps
 
-        exporter = Exporter(self.source, revision=self.revision, max_shard_bytes=parse_size(max_shard_size))
+        exporter = Exporter(self.source, revision=self.revision, max_shard_bytes=parse_size(max_shard_size),
+                            trust_remote_code=self.trust_remote_code)
         if self.fingerprint is not None:
             exporter.check_weights(self.fingerprint)
         self.saved_to = exporter.export(self.removed, save_directory, overwrite=overwrite, card=self.model_card(),

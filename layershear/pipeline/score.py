@@ -28,7 +28,7 @@ class ScoreRun:
 def score_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | CalibrationSet, removed: Iterable[int] = (),
                 acc_norm: bool | None = None, engine: str | EngineConfig = "fast", batch_size: int = 16,
                 max_length: int | None = None, add_bos: bool = False, dtype: str = "auto", device: str = "auto",
-                revision: str | None = None, data: DataSource | None = None, command: str = "",
+                revision: str | None = None, trust_remote_code: bool = False, data: DataSource | None = None, command: str = "",
                 on_event: EventFn | None = None) -> ScoreRun:
     """AccBasedRelevance of every block of ``model`` (without ``removed``) on the calibration set.
 
@@ -44,7 +44,8 @@ def score_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Calib
     emit = on_event or (lambda _e: None)
     removed = sorted(set(removed))
     calibration = draw_calibration(calib, data, emit)
-    hf_model, tokenizer, source = load_for_job(model, tokenizer, emit, dtype=dtype, device=device, revision=revision)
+    hf_model, tokenizer, source = load_for_job(model, tokenizer, emit, dtype=dtype, device=device, revision=revision,
+                                                  trust_remote_code=trust_remote_code)
     scorer = Scorer(hf_model, tokenizer, calibration.items, batch_size=batch_size, max_length=max_length,
                     acc_norm=acc_norm, add_bos=add_bos, engine=engine, on_progress=EngineProgress(emit))
     bad = [b for b in removed if not 0 <= b < scorer.num_blocks]

@@ -21,6 +21,7 @@ from layershear.scoring.evaluation import TaskResult, evaluate_suite
 from layershear.scoring.scorer import Scorer
 from layershear.search.baseline import MetricRemoval, remove_by_metric
 from layershear.search.greedy import GreedyPruner
+from layershear.search.journal import SearchJournal
 from layershear.search.result import SearchResult, SearchStep
 
 
@@ -67,19 +68,25 @@ def _step_line(depth: int, total: int, step: SearchStep) -> str:
 
 def search_by_accuracy(model, tokenizer, calibration: CalibrationSet, num_remove: int, *, width: int,
                        acc_norm: bool | None, engine: str | EngineConfig, race, compile_blocks: bool, emit: EventFn,
-                       **opts) -> Found:
-    """Greedy (``width`` 1) or beam search by accuracy-based relevance; ``opts``: batch_size, max_length, add_bos."""
+                       journal: SearchJournal | None = None, **opts) -> Found:
+    """Greedy (``width`` 1) or beam search by accuracy-based relevance, recorded in ``journal`` (and
+    resumed from it) if given; ``opts``: batch_size, max_length, add_bos."""
     if compile_blocks:
         from layershear.engine.compile import compile_blocks as compile_parts
 
         emit(PruneEvent("info", f"compiling {len(compile_parts(model))} decoder-block modules (at their first forward)"))
     scorer = Scorer(model, tokenizer, calibration.items, acc_norm=acc_norm, engine=engine, race=race,
                     on_progress=EngineProgress(emit), **opts)
-    pruner = GreedyPruner(scorer, beam_width=width,
+    pruner = GreedyPruner(scorer, beam_width=width, journal=journal,
                           on_step=lambda d, n, step: emit(PruneEvent("info", _step_line(d, n, step))))
     total = scorer.expect(pruner.plan(num_remove))
     for line in scorer.describe(steps=num_remove):
         emit(PruneEvent("info", line))
+    if journal is not None and journal.resumed:
+        recorded = len(journal.models) + sum(len(c) for c in journal.parents.values())
+        emit(PruneEvent("info", f"resuming from {journal.path}: {journal.steps_recorded} of {num_remove} steps and "
+                                f"{recorded} models recorded, not scored again"))
+        total = max(total - (recorded + len(journal.parents)) * len(scorer.engine.batches), 0)
     emit(PruneEvent("stage", "scoring", total=total))
     result = pruner.prune(num_remove)
     return Found(result.removed, result.strategy, result.full, result.final, scorer, search=result,

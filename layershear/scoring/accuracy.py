@@ -51,7 +51,8 @@ def item_scores(items: Sequence[MCItem], lls: torch.Tensor, *, measures: Sequenc
         One float64 tensor ``[num_choices]`` per item.
 
     Raises:
-        ScoringError: unknown measure or a length mismatch.
+        ScoringError: unknown measure, a length mismatch, or a log-likelihood that is NaN or
+            infinite (argmax over NaN would pick choice 0 and count it as an answer).
     """
     unknown = sorted(set(measures) - set(MEASURES))
     if unknown:
@@ -60,6 +61,7 @@ def item_scores(items: Sequence[MCItem], lls: torch.Tensor, *, measures: Sequenc
     if lls.numel() != total or len(measures) != len(items):
         raise ScoringError(f"Got {lls.numel()} log-likelihoods and {len(measures)} measures for "
                            f"{total} choices of {len(items)} items")
+    check_finite_loglikelihoods(items, lls)
     out, k = [], 0
     for item, measure in zip(items, measures):
         scores = lls[k:k + item.num_choices]
@@ -68,6 +70,29 @@ def item_scores(items: Sequence[MCItem], lls: torch.Tensor, *, measures: Sequenc
         out.append(scores)
         k += item.num_choices
     return out
+
+
+def check_finite_loglikelihoods(items: Sequence[MCItem], lls: torch.Tensor) -> None:
+    """Refuse NaN or infinite log-likelihoods, naming the first document and choice.
+
+    Args:
+        items: the documents; ``lls``: float ``[sum(num_choices)]``, item-major then choice order.
+
+    Raises:
+        ScoringError: a log-likelihood is not finite (the weights hold NaN/Inf, or the forward
+            overflowed in a low-precision dtype).
+    """
+    finite = torch.isfinite(lls)
+    if bool(finite.all()):
+        return
+    k = int((~finite).nonzero()[0])
+    value = float(lls[k])
+    for item in items:
+        if k < item.num_choices:
+            raise ScoringError(f"the log-likelihood of {item.task} doc {item.doc_id} choice {k} is {value} "
+                               f"({int((~finite).sum())} not finite); the model overflows in this dtype or its "
+                               "weights are corrupt: try --dtype fp32, or check the checkpoint")
+        k -= item.num_choices
 
 
 def correct(items: Sequence[MCItem], scores: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ import torch
 from helpers import load, random_ids
 from safetensors import safe_open
 
-from layershear.errors import ExportError
+from layershear.errors import CheckpointError, ExportError
 from layershear.export import exporter as export_mod
 from layershear.export.card import RemovedBlock, render_model_card
 from layershear.export.exporter import Exporter
@@ -123,29 +125,34 @@ def test_existing_target_is_refused_then_replaced(tiny_checkpoints, tmp_path: Pa
     with pytest.raises(ExportError, match="exists; pass --overwrite"):
         exporter.export(DROP, out)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    with pytest.raises(ExportError, match=r"--overwrite replaces only a model folder .* holds other files \(keep.txt\)"):
+        exporter.export(DROP, out, overwrite=True)       # not a model folder: its files are not deleted
+    assert (out / "keep.txt").read_text() == "old"
+    (out / "config.json").write_text("{}")               # a model folder (an earlier export) may be replaced
     exporter.export(DROP, out, overwrite=True)
     assert not (out / "keep.txt").exists() and (out / "config.json").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "out"]
 
 
 def test_failure_mid_export_leaves_old_folder_and_no_temp(tiny_checkpoints, tmp_path: Path, monkeypatch) -> None:
     exporter = Exporter(tiny_checkpoints("llama"), max_shard_bytes=20_000)
     out = tmp_path / "out"
     out.mkdir()
+    (out / "config.json").write_text("{}")       # a previous output
     (out / "keep.txt").write_text("old")
     calls = []
 
     def failing_save(tensors, filename, metadata=None):
         calls.append(filename)
         if len(calls) == 3:
-            raise RuntimeError("disk on fire")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)   # the disk fills up
         safetensors.torch.save_file(tensors, filename, metadata=metadata)
 
     monkeypatch.setattr(export_mod, "save_file", failing_save)
-    with pytest.raises(RuntimeError, match="disk on fire"):
+    with pytest.raises(ExportError, match=f"writing {out} failed: No space left on device; nothing was changed"):
         exporter.export(DROP, out, overwrite=True)
-    assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "keep.txt"] and (out / "keep.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "out"]
 
 
 def test_bad_drop_writes_nothing(tiny_checkpoints, tmp_path: Path) -> None:
@@ -164,7 +171,7 @@ def test_refuses_source_as_target_and_pickle_only(tiny_checkpoints, tmp_path: Pa
     pickled.mkdir()
     (pickled / "config.json").write_bytes((path / "config.json").read_bytes())
     torch.save({"x": torch.zeros(1)}, pickled / "pytorch_model.bin")
-    with pytest.raises(ExportError, match=r"only pickle \(.bin/.pt\) weights"):
+    with pytest.raises(CheckpointError, match=r"only pickle weights \(pytorch_model.bin\).*save_pretrained"):
         Exporter(pickled)
 
 
