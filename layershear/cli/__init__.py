@@ -26,12 +26,21 @@ class _Group(click.Group):
             ERR.print(f"error: {e}", style="red", markup=False, highlight=False, soft_wrap=True)
             ctx.exit(2)
         except KeyboardInterrupt as e:
-            from layershear.cli.render import ERR
+            _interrupted(ctx, getattr(e, "exit_code", 130))
+        except Exception:
+            from layershear.cli.options import RECEIVED
 
-            code = getattr(e, "exit_code", 130)
-            ERR.print(f"interrupted ({'SIGTERM' if code == 143 else 'SIGINT'}); nothing half-written was left",
-                      style="yellow", markup=False, highlight=False)
-            ctx.exit(code)
+            if not RECEIVED:
+                raise
+            _interrupted(ctx, 128 + RECEIVED[0])     # the interruption, re-raised as another type by C code
+
+
+def _interrupted(ctx: click.Context, code: int) -> None:
+    from layershear.cli.render import ERR
+
+    ERR.print(f"interrupted ({'SIGTERM' if code == 143 else 'SIGINT'}); nothing half-written was left",
+              style="yellow", markup=False, highlight=False)
+    ctx.exit(code)
 
 
 @click.group(cls=_Group)

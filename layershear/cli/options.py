@@ -22,8 +22,17 @@ class Terminated(KeyboardInterrupt):
     exit_code = 143
 
 
-def _terminate(signum, frame) -> None:
-    raise Terminated()
+#: signals received by this process; an exception raised while one is pending is an interruption
+#: even when a C extension turned the KeyboardInterrupt into another type (safetensors' get_tensor
+#: re-raises it as a ValueError)
+RECEIVED: list[int] = []
+
+
+def _interrupt(signum, frame) -> None:
+    import signal
+
+    RECEIVED.append(signum)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 class Command(click.Command):
@@ -34,7 +43,9 @@ class Command(click.Command):
         import logging
         import signal
 
-        signal.signal(signal.SIGTERM, _terminate)
+        signal.signal(signal.SIGTERM, _interrupt)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _interrupt)
 
         from rich.logging import RichHandler
 
