@@ -40,7 +40,8 @@ def check_push(repo_id: str, token: str | None = None) -> str:
     except HFValidationError as e:
         reason = str(e).strip().splitlines()[0]
         raise HubError(f"--push-to-hub {repo_id!r} is not a Hub repo id ({reason}); write it as user/name") from e
-    if constants.HF_HUB_OFFLINE:
+    # the constant is read when huggingface_hub is imported; the variable may have been set since
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}:
         raise HubError(f"cannot push to {repo_id!r}: HF_HUB_OFFLINE is set; unset it (and check the network) or drop "
                        "--push-to-hub and push the folder later with `layershear push`")
     return check_token(repo_id, token)
