@@ -29,7 +29,7 @@ def command(model, calib_spec, acc_norm, engine, tasks_spec, out, overwrite, max
     from layershear.export.atomic import atomic_folder, check_target
     from layershear.pipeline.analyze import analyze_model
 
-    check_target(out, overwrite)
+    check_target(out, overwrite, sources=[model] if Path(model).is_dir() else [])
     with reporting() as on_event:
         run = analyze_model(model, calib=calib_spec, tasks=tasks_spec, max_remove=max_remove, acc_norm=acc_norm,
                             engine=engine, batch_size=batch_size, max_length=max_length, add_bos=add_bos, dtype=dtype,

@@ -5,13 +5,15 @@ place when complete, under a lock, after checks that the target may be replaced 
   output (``--overwrite`` never deletes unrelated files), or one equal to, inside or above a source.
 - :func:`output_lock` holds ``.NAME.lock`` beside the target (``filelock``: an OS lock, released
   when the process ends, even by SIGKILL), so two runs writing one target cannot both succeed.
-- :func:`atomic_folder` and :func:`write_text_atomic` write under that lock; a failure (a full disk
-  included) removes the temp folder or file and leaves the previous output as it was. Temp folders
-  left by a killed run (``.NAME.tmp-*``, ``.NAME.old-*``) are swept, or restored, by the next one.
+- :func:`atomic_folder` writes under that lock; it and :func:`write_text_atomic` (a single file,
+  whole or not at all, no lock: the last rename wins) turn a failure, a full disk included, into one
+  error, remove the temp folder or file and leave the previous output as it was. Temp folders left
+  by a killed run (``.NAME.tmp-*``, ``.NAME.old-*``) are swept, or restored, by the next one.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import tempfile
@@ -120,7 +122,8 @@ def sweep_stale(out: Path) -> list[Path]:
         The paths removed.
     """
     removed = []
-    for path in sorted(out.parent.glob(f".{out.name}.old-*")) + sorted(out.parent.glob(f".{out.name}.tmp-*")):
+    name = glob.escape(out.name)         # "model[12]" is a name, not a pattern matching model1's leftovers
+    for path in sorted(out.parent.glob(f".{name}.old-*")) + sorted(out.parent.glob(f".{name}.tmp-*")):
         kept = path / out.name
         if path.name.startswith(f".{out.name}.old-") and kept.is_dir() and not out.exists():
             os.replace(kept, out)
@@ -157,7 +160,8 @@ def _umask() -> int:
 
 def _write_failed(out: Path, e: BaseException) -> ExportError:
     text = str(e).strip()
-    reason = getattr(e, "strerror", None) or (text.splitlines()[0] if text else type(e).__name__)
+    errno_text = os.strerror(e.errno) if isinstance(getattr(e, "errno", None), int) else None
+    reason = getattr(e, "strerror", None) or errno_text or (text.splitlines()[0] if text else type(e).__name__)
     return ExportError(f"writing {out} failed: {reason}; nothing was changed at {out}")
 
 

@@ -51,12 +51,14 @@ def convert_gguf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike, *, dt
         overwrite: replace an existing ``out_dir``.
 
     Raises:
-        LayershearError: missing file, missing ``gguf`` package, existing target without overwrite.
+        LayershearError: missing file, missing ``gguf`` package.
+        ExportError: an existing target without overwrite (or one that is not a model folder, or
+            holds the GGUF file), another run writing it, too little disk space, a failed write.
     """
     src, out = Path(gguf_path), Path(out_dir)
     if not src.is_file():
         raise LayershearError(f"GGUF file {str(src)!r} does not exist")
-    check_target(out, overwrite)
+    check_target(out, overwrite, sources=[src])
     if importlib.util.find_spec("gguf") is None:
         raise LayershearError("Reading GGUF needs the 'gguf' package; pip install gguf")
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -65,7 +67,8 @@ def convert_gguf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike, *, dt
     model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=dtype)
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)
-    with atomic_folder(out) as tmp:
+    nbytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    with atomic_folder(out, nbytes=nbytes) as tmp:      # free space checked; a full disk leaves nothing behind
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     LOG.info("converted %s -> %s", src, out)

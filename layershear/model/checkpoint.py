@@ -84,7 +84,7 @@ def _weight_map(folder: Path) -> dict[str, str]:
     if (folder / INDEX).is_file():
         index = read_json(folder / INDEX)
         listed = index.get("weight_map") if isinstance(index, dict) else None
-        if not isinstance(listed, dict) or not all(isinstance(v, str) for v in listed.values()):
+        if not isinstance(listed, dict) or not listed or not all(isinstance(v, str) for v in listed.values()):
             raise CheckpointError(f"{folder / INDEX} has no weight_map of tensor -> file; restore the index")
         found: dict[str, str] = {}
         for file in sorted(set(listed.values())):
@@ -159,6 +159,24 @@ def check_finite(model: torch.nn.Module, source: str | Path) -> None:
             raise CheckpointError(f"tensor {name} of {source} holds {bad} non-finite value(s) ({kind}, as "
                                   f"{str(tensor.dtype).removeprefix('torch.')}); the checkpoint is corrupt, or its "
                                   "values overflow this dtype: re-download it or try --dtype fp32")
+
+
+def mismatch_report(folder: Path, *, trust_remote_code: bool = False) -> None:
+    """Name the first tensor whose shape disagrees with ``config.json`` (transformers' own error says
+    only "look at the above report"): load on the meta device with ``ignore_mismatched_sizes``.
+
+    Raises:
+        CheckpointError: naming the tensor, when there is one.
+    """
+    from transformers import AutoModelForCausalLM
+
+    try:
+        _, info = AutoModelForCausalLM.from_pretrained(folder, device_map="meta", ignore_mismatched_sizes=True,
+                                                       output_loading_info=True, use_safetensors=True,
+                                                       trust_remote_code=trust_remote_code)
+    except (RuntimeError, ValueError, OSError):
+        return
+    check_loading_info(info, folder)
 
 
 def check_loading_info(info: dict[str, Any], source: str | Path) -> None:

@@ -96,7 +96,7 @@ def load_model(
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from layershear.model.checkpoint import check_checkpoint, check_finite, check_loading_info
+    from layershear.model.checkpoint import check_checkpoint, check_finite, check_loading_info, mismatch_report
 
     device = device if isinstance(device, torch.device) else resolve_device(device)
     dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, device)
@@ -112,6 +112,7 @@ def load_model(
         model, info = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True,
                                                            output_loading_info=True, **trust)
     except RuntimeError as e:  # a shape mismatch between config.json and the tensors
+        mismatch_report(path, trust_remote_code=trust_remote_code)
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: config.json and the weights disagree ({reason}); restore the "
                               "checkpoint's original config.json") from e
