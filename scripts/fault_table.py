@@ -926,6 +926,45 @@ CASES: list[Case] = [
          f"{CLEAN} before loading; afile intact", mentions=("afile",), checks=(no_search,)),
 ]
 
+#: the test that pins each row (its node id)
+PINNED = {
+    'nan-weight-prune': 'tests/model/test_checkpoint.py::test_non_finite_weight_names_the_tensor',
+    'nan-weight-eval': 'tests/cli/test_faults.py::test_eval_of_a_nan_model_names_the_tensor',
+    'inf-weight-prune': 'tests/model/test_checkpoint.py::test_non_finite_weight_names_the_tensor',
+    'index-omits-export': 'tests/model/test_checkpoint.py::test_index_omits_a_tensor_a_shard_holds',
+    'index-omits-prune': 'tests/model/test_checkpoint.py::test_index_omits_a_tensor_a_shard_holds',
+    'remote-code-prune': 'tests/model/test_checkpoint.py::test_remote_code_is_refused_and_never_imported',
+    'out-contains-src': 'tests/cli/test_faults.py::test_export_into_the_source_or_its_parent_is_refused',
+    'out-is-src': 'tests/export/test_atomic.py::test_target_overlapping_the_source_is_refused',
+    'out-inside-src': 'tests/export/test_atomic.py::test_target_overlapping_the_source_is_refused',
+    'overwrite-unrelated': 'tests/export/test_atomic.py::test_overwrite_never_replaces_unrelated_files',
+    'concurrent-export': 'tests/cli/test_faults.py::test_export_while_another_run_holds_the_lock',
+    'truncated-shard-export': 'tests/model/test_checkpoint.py::test_truncated_shard',
+    'truncated-shard-prune': 'tests/model/test_checkpoint.py::test_truncated_shard',
+    'bad-index-export': 'tests/model/test_checkpoint.py::test_index_is_not_json',
+    'bad-index-prune': 'tests/model/test_checkpoint.py::test_index_is_not_json',
+    'full-disk-export': 'tests/export/test_exporter.py::test_failure_mid_export_leaves_old_folder_and_no_temp',
+    'full-disk-convert-gguf': 'tests/export/test_atomic.py::test_full_disk_in_the_body_changes_nothing',
+    'json-is-folder': 'tests/cli/test_faults.py::test_json_paths_that_cannot_be_written',
+    'json-missing-folder': 'tests/cli/test_faults.py::test_json_paths_that_cannot_be_written',
+    'json-under-file': 'tests/cli/test_faults.py::test_json_paths_that_cannot_be_written',
+    'json-full-disk': 'tests/export/test_atomic.py::test_write_text_atomic_failure_keeps_the_previous_file',
+    'no-tokenizer-prune': 'tests/model/test_checkpoint.py::test_no_tokenizer_files',
+    'pickle-only-prune': 'tests/model/test_checkpoint.py::test_pickle_only_weights_are_refused_unread',
+    'config-mismatch-prune': 'tests/model/test_checkpoint.py::test_config_disagreeing_with_the_tensors',
+    'signal-int-prune': 'tests/pipeline/test_resume.py::test_killed_process_resumes_to_the_same_result',
+    'signal-term-prune': 'tests/pipeline/test_resume.py::test_killed_process_resumes_to_the_same_result',
+    'signal-kill-prune': 'tests/pipeline/test_resume.py::test_killed_process_resumes_to_the_same_result',
+    'signal-term-export': 'tests/cli/test_faults.py::test_interruption_turned_into_another_error_exits_as_the_signal',
+    'stale-temp-export': 'tests/export/test_atomic.py::test_atomic_folder_sweeps_first',
+    'hub-bad-repo-id': 'tests/cli/test_faults.py::test_prune_refuses_before_loading',
+    'hub-offline': 'tests/cli/test_faults.py::test_prune_refuses_before_loading',
+    'journal-settings-differ': 'tests/pipeline/test_resume.py::test_journal_of_other_settings_is_refused',
+    'out-under-file': 'tests/cli/test_faults.py::test_prune_out_under_a_file',
+}
+for _case in CASES:
+    _case.pinned_by = PINNED.get(_case.name, "")
+
 
 # --- running a case and printing the table -------------------------------------------------------------
 

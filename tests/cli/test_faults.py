@@ -106,3 +106,24 @@ def test_nan_loglikelihood_is_an_error_not_an_answer():
     lls[4] = float("-inf")
     with pytest.raises(ScoringError, match="choice 1 is -inf"):
         item_scores(items, lls, measures=["acc_norm"] * 3)
+
+
+def test_interruption_turned_into_another_error_exits_as_the_signal(tiny_lm_dir, tmp_path, monkeypatch):
+    """SIGTERM during safetensors' get_tensor comes out as a ValueError; it still ends as exit 143, one line."""
+    import signal
+
+    from layershear.cli import options
+    from layershear.export.exporter import Exporter
+
+    def export(*args, **kwargs):
+        options.RECEIVED.append(signal.SIGTERM)
+        raise ValueError("could not determine the shape of object type 'torch.storage.UntypedStorage'")
+
+    monkeypatch.setattr(options, "RECEIVED", [])
+    monkeypatch.setattr(Exporter, "export", export)
+    result = run_cli("export", tiny_lm_dir, "--remove", "1", "--out", tmp_path / "out")
+    assert result.exit_code == 143 and "interrupted (SIGTERM)" in result.stderr and "Traceback" not in result.stderr
+    monkeypatch.setattr(options, "RECEIVED", [])
+    with pytest.raises(ValueError, match="could not determine"):         # without a signal it is a bug: raised
+        monkeypatch.setattr(Exporter, "export", lambda *a, **k: (_ for _ in ()).throw(ValueError("could not determine")))
+        run_cli("export", tiny_lm_dir, "--remove", "1", "--out", tmp_path / "out")
