@@ -27,15 +27,16 @@ class AnalyzeRun:
 def analyze_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | CalibrationSet, tasks: str | EvalSuite,
                   max_remove: int | None = None, acc_norm: bool | None = None, engine: str | EngineConfig = "fast",
                   batch_size: int = 16, max_length: int | None = None, add_bos: bool = False, dtype: str = "auto",
-                  device: str = "auto", revision: str | None = None, trust_remote_code: bool = False, data: DataSource | None = None,
-                  command: str = "", on_event: EventFn | None = None) -> AnalyzeRun:
+                  device: str = "auto", revision: str | None = None, trust_remote_code: bool = False,
+                  data: DataSource | None = None, command: str = "", on_event: EventFn | None = None) -> AnalyzeRun:
     """Run :func:`layershear.analysis.analyze.analyze` on ``model`` with the calibration set ``calib``
     and the held-out documents of ``tasks`` (at least two tasks); ``max_remove`` (default: a quarter
     of the blocks) ends the pruning curves.
 
     Raises:
-        LayershearError: fewer than 2 tasks, ``max_remove`` outside [1, N-1]; ScoringError when
-            relevance is undefined.
+        LayershearError: fewer than 2 tasks, ``max_remove`` outside [1, N-1]; CheckpointError for a
+            checkpoint refused by :func:`layershear.model.loading.load_model`; ScoringError when
+            relevance is undefined or a log-likelihood is not finite.
     """
     from layershear.export.record import calibration_dict, run_record
     from layershear.model.arch import decoder_blocks
@@ -49,7 +50,7 @@ def analyze_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Cal
         raise LayershearError(f"--tasks {suite!r} has {len(docs)} task; task dependence needs at least 2, e.g. "
                               "--tasks arc_easy:200,piqa:200")
     hf_model, tokenizer, source = load_for_job(model, tokenizer, emit, dtype=dtype, device=device, revision=revision,
-                                                  trust_remote_code=trust_remote_code)
+                                          trust_remote_code=trust_remote_code)
     num_blocks = len(decoder_blocks(hf_model))
     max_remove = check_count(max_remove, num_blocks) if max_remove else num_to_remove(num_blocks, ratio=0.25)
     started = time.perf_counter()

@@ -106,7 +106,7 @@ def prune_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Calib
     calibration = draw_calibration(calib, data, emit)
     held_out = eval_documents(eval, data, exclude=calibration.used()) if eval is not None else None
     hf_model, tokenizer, source = load_for_job(model, tokenizer, emit, dtype=dtype, device=device, revision=revision,
-                                                  trust_remote_code=trust_remote_code)
+                                          trust_remote_code=trust_remote_code)
     num_blocks = len(decoder_blocks(hf_model))
     k = num_to_remove(num_blocks, ratio=ratio, num=num_remove)
     emit(PruneEvent("info", f"removing {k} of {num_blocks} blocks"))

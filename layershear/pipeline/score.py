@@ -28,15 +28,16 @@ class ScoreRun:
 def score_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | CalibrationSet, removed: Iterable[int] = (),
                 acc_norm: bool | None = None, engine: str | EngineConfig = "fast", batch_size: int = 16,
                 max_length: int | None = None, add_bos: bool = False, dtype: str = "auto", device: str = "auto",
-                revision: str | None = None, trust_remote_code: bool = False, data: DataSource | None = None, command: str = "",
-                on_event: EventFn | None = None) -> ScoreRun:
+                revision: str | None = None, trust_remote_code: bool = False, data: DataSource | None = None,
+                command: str = "", on_event: EventFn | None = None) -> ScoreRun:
     """AccBasedRelevance of every block of ``model`` (without ``removed``) on the calibration set.
 
     Args: as :func:`layershear.pipeline.prune.prune_model`; ``removed``: blocks taken out first.
 
     Raises:
-        LayershearError: a block of ``removed`` out of range; ScoringError when the model is not
-            above chance on the calibration set (relevance undefined).
+        LayershearError: a block of ``removed`` out of range; CheckpointError for a checkpoint
+            refused by :func:`layershear.model.loading.load_model`; ScoringError when the model is not
+            above chance on the calibration set (relevance undefined) or a log-likelihood is not finite.
     """
     from layershear.export.record import block_scores, calibration_dict, run_record
     from layershear.scoring.scorer import Scorer, SearchPlan
@@ -45,7 +46,7 @@ def score_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Calib
     removed = sorted(set(removed))
     calibration = draw_calibration(calib, data, emit)
     hf_model, tokenizer, source = load_for_job(model, tokenizer, emit, dtype=dtype, device=device, revision=revision,
-                                                  trust_remote_code=trust_remote_code)
+                                          trust_remote_code=trust_remote_code)
     scorer = Scorer(hf_model, tokenizer, calibration.items, batch_size=batch_size, max_length=max_length,
                     acc_norm=acc_norm, add_bos=add_bos, engine=engine, on_progress=EngineProgress(emit))
     bad = [b for b in removed if not 0 <= b < scorer.num_blocks]
