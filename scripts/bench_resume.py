@@ -42,7 +42,9 @@ def main() -> None:
     command = [sys.executable, "-m", "layershear", "prune", *DEMO, "--out", str(out)]
 
     started = time.perf_counter()
-    first = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    # as a terminal's Ctrl-C: SIGINT handled even when this script runs in the background (where it is ignored)
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     while _steps(journal) < args.steps and first.poll() is None:
         time.sleep(0.5)
     first.send_signal(signal.SIGINT)

@@ -172,8 +172,8 @@ def atomic_folder(out: Path, *, nbytes: int | None = None) -> Iterator[Path]:
     Under :func:`output_lock`; stale temp folders are swept first and ``nbytes`` (what the body will
     write), when given, is checked against the free space. An existing ``out`` is removed only
     after the new folder has been renamed into place; when the body raises, the temp folder is
-    deleted and ``out`` is left as it was. The folder gets the usual permissions (0777 minus the
-    umask), not ``mkdtemp``'s private 0700.
+    deleted and ``out`` is left as it was. The folder and its files get the usual permissions (0777
+    and 0666 minus the umask), not ``mkdtemp``'s private 0700 or the 0600 safetensors writes.
 
     Raises:
         ExportError: the lock is held, the space is short, or writing failed (an OSError or a
@@ -193,11 +193,21 @@ def atomic_folder(out: Path, *, nbytes: int | None = None) -> Iterator[Path]:
         try:
             os.chmod(tmp, 0o777 & ~_umask())
             yield tmp
+            _usual_permissions(tmp)
             _swap_into_place(tmp, out)
         except (OSError, SafetensorError) as e:
             raise _write_failed(out, e) from e
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _usual_permissions(folder: Path) -> None:
+    """Files readable as any file the user writes (0666 minus the umask): safetensors 0.8 writes its
+    files 0600, which other users of a shared model folder could not read."""
+    mode = 0o666 & ~_umask()
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, mode)
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:

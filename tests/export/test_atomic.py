@@ -388,3 +388,14 @@ def test_sweep_reads_the_name_literally(tmp_path: Path) -> None:
     mine.mkdir()
     assert sweep_stale(tmp_path / "model[12]") == [mine]      # "[12]" is not a pattern matching model1
     assert (other / "config.json").is_file() and not mine.exists()
+
+
+def test_atomic_folder_gives_the_usual_permissions(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with atomic_folder(out) as tmp:
+        (tmp / "model.safetensors").write_bytes(b"x")
+        os.chmod(tmp / "model.safetensors", 0o600)          # as safetensors 0.8 writes its files
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~mask
+    assert stat.S_IMODE((out / "model.safetensors").stat().st_mode) == 0o666 & ~mask
