@@ -60,7 +60,7 @@ def command(model, ratio, num_remove, calib_spec, acc_norm, engine, out, overwri
     from layershear.export.exporter import parse_size
     from layershear.pipeline import prune_model
     from layershear.scoring.racing import RaceSettings
-    from layershear.search.journal import journal_path, summarize
+    from layershear.search.journal import journal_path
 
     journal = journal_path(out)
     if resume and restart:
@@ -75,24 +75,17 @@ def command(model, ratio, num_remove, calib_spec, acc_norm, engine, out, overwri
 
         check_push(push_repo)
     # one run at a time writes --out and its journal (rank 0 of a torchrun group writes both)
-    with output_lock(out) if is_main() else contextlib.nullcontext():
+    with output_lock(out) if is_main() else contextlib.nullcontext(), _resume_hint(journal):
         if restart and is_main():
             journal.unlink(missing_ok=True)
-        try:
-            with reporting() as on_event:
-                run = prune_model(model, calib=calib_spec, ratio=ratio, num_remove=num_remove, metric=metric,
-                                  search="greedy" if beam_width == 1 else "beam", beam_width=beam_width,
-                                  iterative=iterative, acc_norm=acc_norm, engine=engine, compile_blocks=compile_blocks,
-                                  eval=eval_spec, race=RaceSettings(delta=race_delta, slices=race_slices) if race else None,
-                                  batch_size=batch_size, max_length=max_length, add_bos=add_bos, dtype=dtype, device=device,
-                                  revision=revision, trust_remote_code=trust_remote_code, data=data_of(source, data_dir),
-                                  command=command_line(), journal=journal, on_event=on_event)
-        except KeyboardInterrupt:
-            done = summarize(journal)
-            if done.models:
-                ERR.print(f"the journal {journal} keeps {done.steps} complete steps and {done.models} scored models; "
-                          "run the same command again to resume", markup=False)
-            raise
+        with reporting() as on_event:
+            run = prune_model(model, calib=calib_spec, ratio=ratio, num_remove=num_remove, metric=metric,
+                              search="greedy" if beam_width == 1 else "beam", beam_width=beam_width,
+                              iterative=iterative, acc_norm=acc_norm, engine=engine, compile_blocks=compile_blocks,
+                              eval=eval_spec, race=RaceSettings(delta=race_delta, slices=race_slices) if race else None,
+                              batch_size=batch_size, max_length=max_length, add_bos=add_bos, dtype=dtype, device=device,
+                              revision=revision, trust_remote_code=trust_remote_code, data=data_of(source, data_dir),
+                              command=command_line(), journal=journal, on_event=on_event)
         if run.search is not None:
             OUT.print(steps_table(run.search))
         if run.held_out is not None:
@@ -106,3 +99,21 @@ def command(model, ratio, num_remove, calib_spec, acc_norm, engine, out, overwri
     ERR.print(f"wrote {out} (load it with AutoModelForCausalLM.from_pretrained({str(out)!r}))", markup=False)
     if push_repo:
         ERR.print(f"pushed: {run.push_to_hub(push_repo, private=private)}", markup=False)
+
+
+@contextlib.contextmanager
+def _resume_hint(journal: Path):
+    """On an interruption (Ctrl-C, SIGTERM: also one that a C extension re-raised as another error),
+    say how much the journal keeps and that the same command resumes; the error propagates."""
+    from layershear.cli.options import RECEIVED
+    from layershear.cli.render import ERR
+    from layershear.search.journal import summarize
+
+    try:
+        yield
+    except BaseException as e:
+        done = summarize(journal) if isinstance(e, KeyboardInterrupt) or RECEIVED else None
+        if done is not None and done.models:
+            ERR.print(f"the journal {journal} keeps {done.steps} complete steps and {done.models} scored models; "
+                      "run the same command again to resume", markup=False)
+        raise

@@ -133,6 +133,8 @@ def test_bad_drop_list(tiny_lm_dir, tmp_path):
 def test_push_to_hub_uses_create_repo_and_upload_folder(tiny_lm_dir, monkeypatch):
     import huggingface_hub
 
+    monkeypatch.delenv("HF_HUB_OFFLINE")      # the Hub is mocked here; offline mode would refuse the push
+
     calls = []
 
     class FakeApi:
@@ -157,6 +159,8 @@ def test_push_to_hub_uses_create_repo_and_upload_folder(tiny_lm_dir, monkeypatch
 def test_push_without_token_is_one_clear_error(tiny_lm_dir, monkeypatch):
     import huggingface_hub
 
+    monkeypatch.delenv("HF_HUB_OFFLINE")      # the Hub is mocked here; offline mode would refuse the push
+
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     _assert_one_error_line(run_cli("push", tiny_lm_dir, "me/tiny"), "No Hugging Face token found")
@@ -176,6 +180,7 @@ def test_checks_that_need_no_model_run_before_loading_it(tmp_path, data_dirs, mo
     _assert_one_error_line(run_cli(*base, "--ratio", "0.5", "--eval", "hellaswg"), "Did you mean: hellaswag?")
     monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
     monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE")         # else offline mode is the first thing the push check names
     _assert_one_error_line(run_cli(*base, "--ratio", "0.5", "--push-to-hub", "me/x"), "No Hugging Face token")
 
 

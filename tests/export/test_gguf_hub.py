@@ -41,6 +41,8 @@ def test_convert_the_embedded_demo_model(smollm2_dir):
 def test_push_network_failure_is_one_line_and_keeps_the_folder(tiny_lm_dir, monkeypatch):
     import huggingface_hub
 
+    monkeypatch.delenv("HF_HUB_OFFLINE")      # the Hub is mocked here; offline mode would refuse the push
+
     class DownApi:
         def __init__(self, token=None):
             pass

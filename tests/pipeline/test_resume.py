@@ -114,15 +114,15 @@ def test_killed_process_resumes_to_the_same_result(tiny_lm_dir, data_dirs, tmp_p
     done = subprocess.run(_command(tiny_lm_dir, data_dirs[0], reference), capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     rng, resumed = random.Random(0), 0
-    # head, full model, step 1's candidates, step 1, step 2's candidates, step 2: kill once the journal has n lines
+    # head, full model, step 1's candidates, step 1, step 2's candidates, step 2: kill at 1 to 3 lines, mid-search
     for k, sig in enumerate([signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGKILL]):
         out = tmp_path / f"run{k}"
-        journal, lines = journal_path(out), rng.randint(1, 4)
+        journal, lines = journal_path(out), rng.randint(1, 3)
         proc = subprocess.Popen(_command(tiny_lm_dir, data_dirs[0], out), stderr=subprocess.PIPE, text=True, env=env)
         deadline = time.monotonic() + 120
         while _lines(journal) < lines and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        time.sleep(rng.uniform(0, 0.3))
+        time.sleep(rng.uniform(0, 0.1))
         proc.send_signal(sig)
         stderr = proc.communicate(timeout=120)[1]
         if proc.returncode == 0 or not journal.exists():   # finished before the signal: nothing to resume
