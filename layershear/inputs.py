@@ -106,7 +106,7 @@ def model_and_tokenizer(model, tokenizer=None, *, dtype: str = "auto", device: s
         from layershear.model.loading import load_model
 
         loaded, tok = load_model(os.fspath(model), dtype=dtype, device=device, revision=revision,
-                                 trust_remote_code=trust_remote_code)
+                                 trust_remote_code=trust_remote_code, load_tokenizer=tokenizer is None)
         return loaded, tokenizer or tok, os.fspath(model)
     from layershear.model.checkpoint import check_finite
 

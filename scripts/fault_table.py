@@ -527,6 +527,7 @@ def setup_remote_code(ctx: Ctx) -> None:
     ctx.marker = ctx.dir / "MARKER-modeling_x-imported"
     config = json.loads((src / "config.json").read_text())
     config["auto_map"] = {"AutoModelForCausalLM": "modeling_x.X"}
+    config["model_type"] = "x_custom"          # a model type transformers has no class for
     (src / "config.json").write_text(json.dumps(config, indent=2))
     (src / "modeling_x.py").write_text(
         "import pathlib\n"

@@ -18,21 +18,22 @@ class _Group(click.Group):
     (Ctrl-C, SIGTERM) into one line and exit code 130 / 143 (128 + the signal), after clean-up."""
 
     def invoke(self, ctx: click.Context):
+        from layershear.cli.options import RECEIVED
+
+        RECEIVED.clear()
         try:
             return super().invoke(ctx)
-        except LayershearError as e:
+        except KeyboardInterrupt as e:
+            _interrupted(ctx, getattr(e, "exit_code", 130))
+        except Exception as e:
+            if RECEIVED:        # the interruption, re-raised as another type (by C code, or a broad except)
+                _interrupted(ctx, 128 + RECEIVED[0])
+            if not isinstance(e, LayershearError):
+                raise
             from layershear.cli.render import ERR
 
             ERR.print(f"error: {e}", style="red", markup=False, highlight=False, soft_wrap=True)
             ctx.exit(2)
-        except KeyboardInterrupt as e:
-            _interrupted(ctx, getattr(e, "exit_code", 130))
-        except Exception:
-            from layershear.cli.options import RECEIVED
-
-            if not RECEIVED:
-                raise
-            _interrupted(ctx, 128 + RECEIVED[0])     # the interruption, re-raised as another type by C code
 
 
 def _interrupted(ctx: click.Context, code: int) -> None:

@@ -65,6 +65,8 @@ def command(model, ratio, num_remove, calib_spec, acc_norm, engine, out, overwri
     journal = journal_path(out)
     if resume and restart:
         raise LayershearError("--resume and --restart contradict each other; pass one")
+    if (resume or restart) and metric != "accuracy":
+        raise LayershearError(f"--resume and --restart apply to --metric accuracy (the journal), not {metric}")
     if resume and not journal.is_file():
         raise LayershearError(f"--resume: no journal {journal} of an earlier run into --out {out}; drop --resume")
     # everything that can fail fast fails before the search
@@ -95,7 +97,8 @@ def command(model, ratio, num_remove, calib_spec, acc_norm, engine, out, overwri
             return                 # rank 0 writes the model
         with ERR.status(f"exporting to {out}"):
             run.save_pretrained(out, overwrite=overwrite, max_shard_size=max_shard_size)
-        journal.unlink(missing_ok=True)
+        if "journal" in run.cost:              # a journal this run used (accuracy search) is done with
+            journal.unlink(missing_ok=True)
     ERR.print(f"wrote {out} (load it with AutoModelForCausalLM.from_pretrained({str(out)!r}))", markup=False)
     if push_repo:
         ERR.print(f"pushed: {run.push_to_hub(push_repo, private=private)}", markup=False)
@@ -107,12 +110,16 @@ def _resume_hint(journal: Path):
     say how much the journal keeps and that the same command resumes; the error propagates."""
     from layershear.cli.options import RECEIVED
     from layershear.cli.render import ERR
+    from layershear.errors import JournalError
     from layershear.search.journal import summarize
 
     try:
         yield
     except BaseException as e:
-        done = summarize(journal) if isinstance(e, KeyboardInterrupt) or RECEIVED else None
+        try:
+            done = summarize(journal) if isinstance(e, KeyboardInterrupt) or RECEIVED else None
+        except (JournalError, OSError):
+            done = None              # a damaged journal: the interruption is what to report
         if done is not None and done.models:
             ERR.print(f"the journal {journal} keeps {done.steps} complete steps and {done.models} scored models; "
                       "run the same command again to resume", markup=False)

@@ -63,3 +63,13 @@ def min_across(values: tuple[int, ...], device: torch.device) -> tuple[int, ...]
     work = torch.tensor(values, dtype=torch.int64, device=device)
     dist.all_reduce(work, op=dist.ReduceOp.MIN)
     return tuple(int(v) for v in work.cpu())
+
+
+def from_main(value):
+    """Rank 0's ``value`` on every process (``torch.distributed.broadcast_object_list``; ``value``
+    itself for one process): what rank 0 alone reads from disk, e.g. a journal on a node-local drive."""
+    if world()[1] == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -14,6 +14,7 @@ place when complete, under a lock, after checks that the target may be replaced 
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import tempfile
@@ -23,8 +24,10 @@ from pathlib import Path
 
 from layershear.errors import ExportError
 
-#: files that mark a folder as a model or a layershear output, which ``--overwrite`` may replace
-OUTPUT_MARKERS = ("config.json", "layershear.json", "report.json")
+#: files that mark a folder as a layershear output, which ``--overwrite`` may replace; a folder with
+#: ``config.json`` and weights beside it (a Hugging Face model folder) may be replaced too
+OUTPUT_MARKERS = ("layershear.json", "report.json")
+_WEIGHTS = ("*.safetensors", "*.bin", "*.gguf", "*.pt", "*.pth")
 #: bytes kept free beyond what a write needs (file system metadata, the small files)
 SPACE_MARGIN = 16 * 2**20
 _HELD: dict[Path, int] = {}          # lock files this process holds -> depth (output_lock is re-entrant)
@@ -41,7 +44,8 @@ def check_target(out: Path, overwrite: bool, *, sources: Iterable[str | os.PathL
     Args:
         out: the target folder.
         overwrite: an existing non-empty ``out`` may be replaced, but only when it is a model folder
-            or a layershear output (it holds one of :data:`OUTPUT_MARKERS`).
+            (``config.json`` and weights) or a layershear output (``layershear.json``, an analyze
+            ``report.json``).
         sources: folders the job reads (the checkpoint): ``out`` may not be one of them, inside one,
             or contain one.
 
@@ -64,9 +68,24 @@ def check_target(out: Path, overwrite: bool, *, sources: Iterable[str | os.PathL
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise ExportError(f"Output folder {str(out)!r} exists; pass --overwrite to replace it or choose another --out")
-        if not any((out / name).is_file() for name in OUTPUT_MARKERS):
+        if not _replaceable(out):
             raise ExportError(f"--overwrite replaces only a model folder or a layershear output, and {out} holds "
                               f"other files ({_listing(out)}); choose another --out")
+
+
+def _replaceable(folder: Path) -> bool:
+    """A layershear output (``layershear.json``, or an analyze ``report.json`` that names layershear) or
+    a model folder (``config.json`` with weight files beside it)."""
+    if (folder / "layershear.json").is_file():
+        return True
+    report = folder / "report.json"
+    if report.is_file():
+        try:
+            if "layershear_version" in json.loads(report.read_text(encoding="utf-8")):
+                return True
+        except (OSError, UnicodeDecodeError, ValueError, TypeError):
+            pass
+    return (folder / "config.json").is_file() and any(any(folder.glob(g)) for g in _WEIGHTS)
 
 
 def _lock_file(out: Path) -> Path:
@@ -211,19 +230,24 @@ def _usual_permissions(folder: Path) -> None:
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Rename ``tmp`` to ``out``; an existing ``out`` is moved aside first and removed only once the new
+    one is in place. On any failure or interruption (SIGTERM between the two renames) the previous
+    output is moved back; a SIGKILL there leaves it in ``.NAME.old-*``, which :func:`sweep_stale` restores."""
     if not out.exists():
         os.replace(tmp, out)
         return
     old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    kept = old / out.name
     try:
-        os.replace(out, old / out.name)
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            os.replace(old / out.name, out)
-            raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, kept)
+        os.replace(tmp, out)
+    except BaseException:
+        if kept.exists() and not out.exists():
+            os.replace(kept, out)
+        if not kept.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

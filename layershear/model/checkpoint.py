@@ -50,15 +50,25 @@ def read_json(path: Path) -> Any:
 
 
 def check_remote_code(folder: Path, config: dict[str, Any], trust_remote_code: bool) -> None:
-    """Refuse a config whose ``auto_map`` points at Python files in the folder unless trusted.
+    """Refuse a config whose ``auto_map`` points at Python files in the folder unless trusted, when
+    transformers has no class of its own for the ``model_type`` (with one it loads that class and runs
+    no code of the folder, as ``trust_remote_code=False`` is passed explicitly).
 
     transformers would otherwise ask "run the custom code? [y/N]" on a terminal (hidden behind a
     progress bar) and execute the folder's code on "y".
     """
-    if config.get("auto_map") and not trust_remote_code:
+    if config.get("auto_map") and not trust_remote_code and not _native(config.get("model_type")):
         names = ", ".join(sorted({str(v).split(".")[0] + ".py" for v in _flat(config["auto_map"].values())}))
         raise CheckpointError(f"{folder}/config.json asks to run the folder's own code ({names}, via auto_map); "
                               "layershear does not run it unless you pass --trust-remote-code (trust_remote_code=True)")
+
+
+def _native(model_type: Any) -> bool:
+    """Whether transformers has its own class for ``model_type`` (then, with ``trust_remote_code=False``,
+    it loads that class and ignores ``auto_map``: Phi-3's official checkpoints still carry one)."""
+    from transformers import CONFIG_MAPPING
+
+    return isinstance(model_type, str) and model_type in CONFIG_MAPPING
 
 
 def _flat(values: Iterable[Any]) -> Iterable[str]:
@@ -143,6 +153,11 @@ def check_checkpoint(folder: Path, *, trust_remote_code: bool = False, tokenizer
     return CheckpointFiles(folder, config, weight_map)
 
 
+def _all_finite(tensor: torch.Tensor, chunk: int = 2**26) -> bool:
+    flat = tensor.detach().reshape(-1)      # in chunks: no full-size bool temporary (1 GB for a 128k x 8k embedding)
+    return all(bool(torch.isfinite(flat[i:i + chunk]).all()) for i in range(0, flat.numel(), chunk))
+
+
 def check_finite(model: torch.nn.Module, source: str | Path) -> None:
     """Refuse weights holding NaN or Inf (after the cast to the model's dtype).
 
@@ -153,7 +168,7 @@ def check_finite(model: torch.nn.Module, source: str | Path) -> None:
         CheckpointError: naming the first non-finite tensor and how many values are bad.
     """
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if tensor.is_floating_point() and not _all_finite(tensor):
             bad = int((~torch.isfinite(tensor)).sum())
             kind = "NaN" if bool(torch.isnan(tensor).any()) else "Inf"
             raise CheckpointError(f"tensor {name} of {source} holds {bad} non-finite value(s) ({kind}, as "
@@ -216,13 +231,18 @@ def check_complete(folder: Path, target: str | Path, *, trust_remote_code: bool 
 
 
 def checkpoint_identity(folder: Path, *, sample_bytes: int = 2**20) -> str:
-    """A SHA-256 that changes when the checkpoint's weights change, read in well under a second: for
-    every ``*.safetensors`` file its name, size and its first and last ``sample_bytes`` (the first
-    start with the header: tensor names, dtypes, shapes, offsets). (Hashing whole shards of a 70B model would take
+    """A SHA-256 that changes when the checkpoint changes, read in well under a second: the config,
+    generation config and tokenizer files whole, and for every ``*.safetensors`` file its name, size
+    and its first and last ``sample_bytes`` (the first start with the header: tensor names, dtypes,
+    shapes, offsets). (Hashing whole shards of a 70B model would take
     minutes; a Hub snapshot's folder name, its commit, is part of ``folder``'s identity upstream.)"""
     import hashlib
 
     digest = hashlib.sha256()
+    for name in ("config.json", "generation_config.json", "tokenizer_config.json", "special_tokens_map.json",
+                 "chat_template.jinja", *TOKENIZER_FILES):      # small files the results depend on: whole
+        if (folder / name).is_file():
+            digest.update(f"{name}\0".encode() + (folder / name).read_bytes())
     for path in sorted(folder.glob("*.safetensors")):
         size = path.stat().st_size
         digest.update(f"{path.name}\0{size}\0".encode())

@@ -23,12 +23,13 @@ def _looks_like_path(name: str) -> bool:
     return "/" in name and Path(name.split("/")[0]).exists()
 
 
-def _download(repo_id: str, revision: str | None) -> Path:
+def _download(repo_id: str, revision: str | None, code: bool = False) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError
 
     try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=_HUB_PATTERNS))
+        patterns = _HUB_PATTERNS + (["*.py"] if code else [])      # a trusted checkpoint's own code
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
     except (HfHubHTTPError, OSError, ValueError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UnsupportedModelError(
@@ -37,12 +38,13 @@ def _download(repo_id: str, revision: str | None) -> Path:
         ) from e
 
 
-def resolve_checkpoint(name_or_path: str, *, revision: str | None = None) -> Path:
+def resolve_checkpoint(name_or_path: str, *, revision: str | None = None, code: bool = False) -> Path:
     """Return a local folder holding the checkpoint ``name_or_path``.
 
     Args:
         name_or_path: A local folder with ``config.json`` or a Hub id such as ``"Qwen/Qwen2.5-0.5B"``.
         revision: Hub branch, tag or commit; ignored for local folders.
+        code: also fetch the checkpoint's ``*.py`` files (``trust_remote_code``).
 
     Returns:
         The folder (for a Hub id, the snapshot in the local HF cache; only json, safetensors,
@@ -58,7 +60,7 @@ def resolve_checkpoint(name_or_path: str, *, revision: str | None = None) -> Pat
         return path
     if _looks_like_path(name_or_path) or path.exists():
         raise UnsupportedModelError(f"Model folder {name_or_path!r} does not exist")
-    folder = _download(name_or_path, revision)
+    folder = _download(name_or_path, revision, code)
     if not (folder / "config.json").is_file():
         raise UnsupportedModelError(f"no config.json in {folder} (downloaded {name_or_path!r})")
     return folder
@@ -66,8 +68,8 @@ def resolve_checkpoint(name_or_path: str, *, revision: str | None = None) -> Pat
 
 def load_model(
     name_or_path: str, *, dtype: str | torch.dtype = "auto", device: str | torch.device = "auto",
-    revision: str | None = None, trust_remote_code: bool = False,
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    revision: str | None = None, trust_remote_code: bool = False, load_tokenizer: bool = True,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase | None]:
     """Load a supported causal LM and its tokenizer, in eval mode on ``device``.
 
     The folder is checked before any weights are read (:func:`layershear.model.checkpoint.check_checkpoint`:
@@ -84,9 +86,10 @@ def load_model(
         revision: Hub revision.
         trust_remote_code: let transformers run Python files of the checkpoint (``auto_map``);
             False (the default) refuses such a checkpoint. Passed explicitly to every loader.
+        load_tokenizer: also load (and require) the folder's tokenizer; False when the caller has one.
 
     Returns:
-        ``(model, tokenizer)``.
+        ``(model, tokenizer)``; the tokenizer is None when ``load_tokenizer`` is False.
 
     Raises:
         UnsupportedModelError: Unknown or unsupported architecture, or an unreadable checkpoint.
@@ -100,8 +103,8 @@ def load_model(
 
     device = device if isinstance(device, torch.device) else resolve_device(device)
     dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, device)
-    path = resolve_checkpoint(name_or_path, revision=revision)
-    check_checkpoint(path, trust_remote_code=trust_remote_code)
+    path = resolve_checkpoint(name_or_path, revision=revision, code=trust_remote_code)
+    check_checkpoint(path, trust_remote_code=trust_remote_code, tokenizer=load_tokenizer)
     trust = {"trust_remote_code": trust_remote_code}
     try:
         config = AutoConfig.from_pretrained(path, **trust)
@@ -119,8 +122,10 @@ def load_model(
     except (*CONFIG_ERRORS, OSError) as e:
         raise UnsupportedModelError(f"cannot load {name_or_path!r} as a causal LM: {e}") from e
     check_loading_info(info, path)
+    tokenizer = None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, **trust)
+        if load_tokenizer:
+            tokenizer = AutoTokenizer.from_pretrained(path, **trust)
     except (*CONFIG_ERRORS, OSError) as e:
         raise CheckpointError(f"cannot load the tokenizer of {path}: {str(e).strip().splitlines()[0]}") from e
     block_layout(model)

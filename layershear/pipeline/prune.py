@@ -153,7 +153,8 @@ def open_journal(path, model, source: str, revision: str | None, calibration: Ca
     import json
 
     from layershear import __version__
-    from layershear.engine.distributed import is_main
+    from layershear.engine.distributed import from_main, is_main
+    from layershear.errors import JournalError
     from layershear.model.checkpoint import checkpoint_identity
     from layershear.model.loading import resolve_checkpoint
     from layershear.search.journal import SearchJournal
@@ -166,7 +167,18 @@ def open_journal(path, model, source: str, revision: str | None, calibration: Ca
                       "weights": checkpoint_identity(resolve_checkpoint(source, revision=revision))},
             "calibration": {"recipe": calibration.recipe, "seed": calibration.seed, "num_items": len(calibration.items),
                             "documents": hashlib.sha256(docs).hexdigest()}}
-    return SearchJournal(path, head, write=is_main())
+    # rank 0 alone reads the file (after a --restart unlinked it) and sends what it replays to the others,
+    # so every rank asks for the same models in the same collective calls
+    error, journal = None, None
+    try:
+        journal = SearchJournal(path, head, write=is_main())
+    except JournalError as e:
+        error = str(e)
+    state = from_main((error, journal.state() if journal is not None else None))
+    if state[0] is not None:
+        raise JournalError(state[0])
+    journal.load_state(state[1])
+    return journal
 
 
 def _call(source, calibration, ratio, num_remove, metric, search, width) -> str:

@@ -108,7 +108,8 @@ class SearchJournal:
     Args:
         path: the journal file (:func:`journal_path`).
         head: what the results depend on (settings, model identity, calibration hash); JSON-able.
-        write: append records (False on the ranks of a distributed run that are not rank 0).
+        write: read the file and append records; False: neither (the ranks of a distributed run
+            other than rank 0, which get rank 0's records through :meth:`state` / :meth:`load_state`).
 
     Raises:
         JournalError: an existing journal with another head (the message lists what differs) or
@@ -123,7 +124,7 @@ class SearchJournal:
         self.parents: dict[frozenset[int], dict[int, ModelAccuracy]] = {}
         self.steps_recorded = 0
         self.replayed = 0                 # models served from the journal in this run
-        old, records, good = _read(self.path) if self.path.is_file() else (None, [], 0)
+        old, records, good = _read(self.path) if write and self.path.is_file() else (None, [], 0)
         if old is not None:
             diff = head_differences(old, self.head)
             if diff:
@@ -135,6 +136,14 @@ class SearchJournal:
                 os.truncate(self.path, good)          # drop the incomplete last line
         elif write:
             self._append(self.head, new=True)
+
+    def state(self) -> tuple:
+        """What was replayed from the file: (models, parents, steps recorded), to send to other ranks."""
+        return self.models, self.parents, self.steps_recorded
+
+    def load_state(self, state: tuple) -> None:
+        """Take another rank's :meth:`state` (rank 0's, so that every rank replays the same models)."""
+        self.models, self.parents, self.steps_recorded = state
 
     @property
     def resumed(self) -> bool:

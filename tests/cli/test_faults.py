@@ -34,6 +34,7 @@ def _prune(model, data_dir, out, *extra):
     (["--push-to-hub", "me/x"], "HF_HUB_OFFLINE is set"),          # tests run offline (conftest)
     (["--resume"], "--resume: no journal"),
     (["--resume", "--restart"], "contradict each other"),
+    (["--restart", "--metric", "cosine"], "apply to --metric accuracy (the journal), not cosine"),
 ])
 def test_prune_refuses_before_loading(tiny_lm_dir, data_dirs, tmp_path, monkeypatch, extra, match):
     monkeypatch.setenv("HF_TOKEN", "hf_dummy")

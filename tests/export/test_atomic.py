@@ -19,7 +19,6 @@ from filelock import FileLock, Timeout
 from layershear.errors import ExportError
 from layershear.export import atomic
 from layershear.export.atomic import (
-    OUTPUT_MARKERS,
     SPACE_MARGIN,
     atomic_folder,
     check_space,
@@ -106,16 +105,44 @@ def test_overwrite_never_replaces_unrelated_files(tmp_path: Path) -> None:
     assert snapshot(out) == before
 
 
-@pytest.mark.parametrize("marker", OUTPUT_MARKERS)
-def test_overwrite_replaces_a_model_or_layershear_output(tmp_path: Path, marker: str) -> None:
+@pytest.mark.parametrize(("files", "replaceable"), [
+    ({"layershear.json": "{}"}, True),                                       # a layershear export
+    ({"report.json": '{"layershear_version": "0.1.0"}', "a.png": "x"}, True),  # a layershear analyze report
+    ({"config.json": "{}", "model.safetensors": "x"}, True),                 # a model folder
+    ({"config.json": '{"editor": "vim"}', "thesis.tex": "x"}, False),        # a config.json alone is not a model
+    ({"report.json": "{}", "notes.txt": "x"}, False),                        # nor is any report.json
+])
+def test_overwrite_replaces_only_a_model_or_layershear_output(tmp_path: Path, files: dict, replaceable: bool) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    (out / marker).write_text("{}")
-    (out / "model.safetensors").write_text("x")
+    for name, text in files.items():
+        (out / name).write_text(text)
     with pytest.raises(ExportError, match="pass --overwrite"):
         check_target(out, False)
-    check_target(out, True)
-    assert sorted(os.listdir(out)) == sorted([marker, "model.safetensors"])     # checking deletes nothing
+    if replaceable:
+        check_target(out, True)
+    else:
+        with pytest.raises(ExportError, match="--overwrite replaces only a model folder"):
+            check_target(out, True)
+    assert sorted(os.listdir(out)) == sorted(files)     # checking deletes nothing
+
+
+def test_interrupted_swap_keeps_the_previous_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = make_output(tmp_path / "out")
+    before = snapshot(out)
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:                 # SIGTERM between moving the old output aside and renaming the new one
+            raise KeyboardInterrupt
+        real(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt), atomic_folder(out) as tmp:
+        (tmp / "config.json").write_text('{"new": 1}')
+    monkeypatch.setattr(atomic.os, "replace", real)
+    assert snapshot(out) == before and beside(out) == {"out"}        # no temp or old folder left
 
 
 def test_missing_or_empty_target_needs_no_overwrite(tmp_path: Path) -> None:

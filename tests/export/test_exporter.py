@@ -128,7 +128,7 @@ def test_existing_target_is_refused_then_replaced(tiny_checkpoints, tmp_path: Pa
     with pytest.raises(ExportError, match=r"--overwrite replaces only a model folder .* holds other files \(keep.txt\)"):
         exporter.export(DROP, out, overwrite=True)       # not a model folder: its files are not deleted
     assert (out / "keep.txt").read_text() == "old"
-    (out / "config.json").write_text("{}")               # a model folder (an earlier export) may be replaced
+    (out / "layershear.json").write_text("{}")           # an earlier layershear output may be replaced
     exporter.export(DROP, out, overwrite=True)
     assert not (out / "keep.txt").exists() and (out / "config.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "out"]
@@ -138,7 +138,7 @@ def test_failure_mid_export_leaves_old_folder_and_no_temp(tiny_checkpoints, tmp_
     exporter = Exporter(tiny_checkpoints("llama"), max_shard_bytes=20_000)
     out = tmp_path / "out"
     out.mkdir()
-    (out / "config.json").write_text("{}")       # a previous output
+    (out / "layershear.json").write_text("{}")   # a previous output
     (out / "keep.txt").write_text("old")
     calls = []
 
@@ -151,7 +151,7 @@ def test_failure_mid_export_leaves_old_folder_and_no_temp(tiny_checkpoints, tmp_
     monkeypatch.setattr(export_mod, "save_file", failing_save)
     with pytest.raises(ExportError, match=f"writing {out} failed: No space left on device; nothing was changed"):
         exporter.export(DROP, out, overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "keep.txt"] and (out / "keep.txt").read_text() == "old"
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "layershear.json"] and (out / "keep.txt").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "out"]
 
 

@@ -177,7 +177,7 @@ def test_remote_code_is_refused_and_never_imported(folder: Path, tmp_path: Path)
     (folder / "tokenization_x.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
     auto_map = {"AutoConfig": "modeling_x.XConfig", "AutoModelForCausalLM": "modeling_x.XForCausalLM",
                 "AutoTokenizer": ["tokenization_x.XTokenizer", None]}
-    edit_config(folder, auto_map=auto_map)
+    edit_config(folder, auto_map=auto_map, model_type="x_custom")        # a model type transformers lacks
     match = (rf"{re.escape(str(folder))}/config\.json asks to run the folder's own code \(modeling_x\.py, "
              r"tokenization_x\.py, via auto_map\); .*--trust-remote-code")
     refused(folder, match)
@@ -190,6 +190,16 @@ def test_remote_code_is_refused_and_never_imported(folder: Path, tmp_path: Path)
     assert check_remote_code(folder, config, True) is None
     assert check_checkpoint(folder, trust_remote_code=True).config["auto_map"] == auto_map
     assert not marker.exists()
+
+
+def test_auto_map_of_a_native_model_type_loads_the_builtin_class(folder: Path, tmp_path: Path) -> None:
+    """Phi-3's official checkpoints carry an auto_map; with trust_remote_code=False passed explicitly,
+    transformers loads its own class and the folder's code never runs."""
+    marker = tmp_path / "imported"
+    (folder / "modeling_x.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    edit_config(folder, auto_map={"AutoModelForCausalLM": "modeling_x.XForCausalLM"})
+    model, _ = load_model(str(folder), dtype="fp32", device="cpu")
+    assert type(model).__name__ == "LlamaForCausalLM" and not marker.exists()
 
 
 @pytest.mark.parametrize(("value", "kind"), [(float("nan"), "NaN"), (float("inf"), "Inf"), (float("-inf"), "Inf")])
@@ -306,3 +316,15 @@ def test_checkpoint_identity_follows_the_weights(folder: Path, tiny_lm_dir: Path
 def test_index_with_an_empty_weight_map(folder: Path) -> None:
     write_index(folder, {"metadata": {"total_size": 0}, "weight_map": {}})
     refused(folder, r"model\.safetensors\.index\.json has no weight_map of tensor -> file; restore the index")
+
+
+def test_a_tokenizer_passed_in_is_not_required_in_the_folder(folder: Path, tiny_lm_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from layershear.inputs import model_and_tokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    for name in TOKENIZER_FILES + ("tokenizer_config.json", "special_tokens_map.json"):
+        (folder / name).unlink(missing_ok=True)
+    model, tok, _ = model_and_tokenizer(str(folder), tokenizer)
+    assert tok is tokenizer and type(model).__name__ == "LlamaForCausalLM"
