@@ -24,12 +24,15 @@ Exclusions = Mapping[tuple[str, str], frozenset[int]]
 
 @dataclass(frozen=True)
 class DataSource:
-    """Where benchmark documents come from: ``source`` ``auto`` (local copies when found, else the
-    Hub), ``local`` or ``hub``; ``data_dir`` the local benchmarks folder (default: ``$LAYERSHEAR_DATA``
-    or ``../shared/data/benchmarks``)."""
+    """Where benchmark documents come from and how they are prompted: ``source`` ``auto`` (local
+    copies when found, else the Hub), ``local`` or ``hub``; ``data_dir`` the local benchmarks folder
+    (default: ``$LAYERSHEAR_DATA`` or ``../shared/data/benchmarks``); ``num_fewshot`` few-shot
+    examples for every task that takes them (lm-eval's ``--num_fewshot``; None = each recipe entry's,
+    else the task's lm-eval default, see :func:`layershear.data.calibration.num_fewshot_of`)."""
 
     source: str = "auto"
     data_dir: str | os.PathLike[str] | None = None
+    num_fewshot: int | None = None
 
     @property
     def folder(self) -> Path | None:
@@ -47,7 +50,7 @@ def calibration_set(calib: str | CalibrationRecipe | CalibrationSet, data: DataS
         return calib
     data = data or DataSource()
     recipe = calib if isinstance(calib, CalibrationRecipe) else load_calibration(calib)
-    return build_calibration(recipe, source=data.source, data_dir=data.folder)
+    return build_calibration(recipe, source=data.source, data_dir=data.folder, num_fewshot=data.num_fewshot)
 
 
 def describe_calibration(calib: CalibrationSet) -> str:
@@ -66,7 +69,8 @@ def eval_documents(suite: str | EvalSuite, data: DataSource | None = None,
     """
     suite = suite if isinstance(suite, EvalSuite) else load_eval_suite(suite)
     data = data or DataSource()
-    return suite.name, build_eval(suite, exclude=exclude, source=data.source, data_dir=data.folder)
+    return suite.name, build_eval(suite, exclude=exclude, source=data.source, data_dir=data.folder,
+                                  num_fewshot=data.num_fewshot)
 
 
 def calibration_exclusions(files: Iterable[str | os.PathLike[str]]) -> dict[tuple[str, str], frozenset[int]]:

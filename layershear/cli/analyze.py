@@ -21,7 +21,7 @@ from layershear.cli.options import Command, calib_options, command_line, data_of
 @data_options
 @model_options
 def command(model, calib_spec, acc_norm, engine, tasks_spec, out, overwrite, max_remove, source, data_dir, batch_size,
-            max_length, add_bos, dtype, device, revision, trust_remote_code) -> None:
+            max_length, num_fewshot, add_bos, dtype, device, revision, trust_remote_code) -> None:
     """Every block metric on MODEL, how they agree (correlations, rank confusion, task dependence), pruning curves."""
     from layershear.analysis.report import write_analysis
     from layershear.cli.render import ERR, OUT, analysis_table, reporting
@@ -34,7 +34,7 @@ def command(model, calib_spec, acc_norm, engine, tasks_spec, out, overwrite, max
         run = analyze_model(model, calib=calib_spec, tasks=tasks_spec, max_remove=max_remove, acc_norm=acc_norm,
                             engine=engine, batch_size=batch_size, max_length=max_length, add_bos=add_bos, dtype=dtype,
                             device=device, revision=revision, trust_remote_code=trust_remote_code,
-                            data=data_of(source, data_dir), command=command_line(),
+                            data=data_of(source, data_dir, num_fewshot), command=command_line(),
                             on_event=on_event)
     if not is_main():
         return

@@ -17,7 +17,7 @@ from layershear.cli.options import Command, check_json_path, command_line, data_
 @click.option("--json", "json_path", default=None, help="Write the results as JSON to this file ('-' = stdout).")
 @data_options
 @model_options
-def command(models, tasks_spec, exclude_files, json_path, source, data_dir, batch_size, max_length, add_bos,
+def command(models, tasks_spec, exclude_files, json_path, source, data_dir, batch_size, max_length, num_fewshot, add_bos,
             dtype, device, revision, trust_remote_code) -> None:
     """Held-out acc / acc_norm of one or more MODELS (a column each), lm-eval style."""
     from layershear.cli.render import OUT, eval_table, reporting
@@ -28,7 +28,7 @@ def command(models, tasks_spec, exclude_files, json_path, source, data_dir, batc
     check_json_path(json_path)
     own = [Path(m) / "layershear.json" for m in models if (Path(m) / "layershear.json").is_file()]
     exclude = calibration_exclusions([*exclude_files, *own])
-    suite, tasks = eval_documents(tasks_spec, data_of(source, data_dir), exclude=exclude)
+    suite, tasks = eval_documents(tasks_spec, data_of(source, data_dir, num_fewshot), exclude=exclude)
     columns = {}
     with reporting() as on_event:
         for name in models:

@@ -85,6 +85,9 @@ def data_options(f):
     f = click.option("--max-length", type=click.IntRange(min=8), default=None,
                      help="Left-truncate inputs to this many tokens [default: the model's context length, as lm-eval].")(f)
     f = click.option("--add-bos", is_flag=True, help="Prepend BOS to every context (models that always expect it, e.g. Gemma).")(f)
+    f = click.option("--num-fewshot", type=click.IntRange(min=0), default=None,
+                     help="Few-shot examples per document for every task that takes them, drawn as lm-eval does "
+                          "[default: the recipe's, else lm-eval's: 0, GSM8K 5].")(f)
     return f
 
 
@@ -100,11 +103,11 @@ def calib_options(f):
     return f
 
 
-def data_of(source: str, data_dir: Path | None):
-    """The :class:`layershear.inputs.DataSource` of ``--data-source`` and ``--data-dir``."""
+def data_of(source: str, data_dir: Path | None, num_fewshot: int | None = None):
+    """The :class:`layershear.inputs.DataSource` of ``--data-source``, ``--data-dir`` and ``--num-fewshot``."""
     from layershear.inputs import DataSource
 
-    return DataSource(source, data_dir)
+    return DataSource(source, data_dir, num_fewshot)
 
 
 def parse_blocks(text: str, flag: str = "--remove") -> list[int]:

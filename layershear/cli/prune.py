@@ -46,7 +46,7 @@ from layershear.scoring.metric_names import METRICS
 @model_options
 def command(model, ratio, num_remove, calib_spec, acc_norm, engine, out, overwrite, resume, restart, beam_width, eval_spec, metric,
             iterative, race, race_delta, race_slices, compile_blocks, push_repo, private, max_shard_size, source,
-            data_dir, batch_size, max_length, add_bos, dtype, device, revision, trust_remote_code) -> None:
+            data_dir, batch_size, max_length, num_fewshot, add_bos, dtype, device, revision, trust_remote_code) -> None:
     """Score blocks, remove the least relevant ones greedily, export the pruned MODEL (Hub id or local folder).
 
     Every scored model and step is recorded in OUT.journal.jsonl; after an interruption (Ctrl-C,
@@ -86,7 +86,7 @@ def command(model, ratio, num_remove, calib_spec, acc_norm, engine, out, overwri
                               iterative=iterative, acc_norm=acc_norm, engine=engine, compile_blocks=compile_blocks,
                               eval=eval_spec, race=RaceSettings(delta=race_delta, slices=race_slices) if race else None,
                               batch_size=batch_size, max_length=max_length, add_bos=add_bos, dtype=dtype, device=device,
-                              revision=revision, trust_remote_code=trust_remote_code, data=data_of(source, data_dir),
+                              revision=revision, trust_remote_code=trust_remote_code, data=data_of(source, data_dir, num_fewshot),
                               command=command_line(), journal=journal, on_event=on_event)
         if run.search is not None:
             OUT.print(steps_table(run.search))

@@ -99,7 +99,8 @@ def eval_table(columns: dict[str, Sequence[TaskResult]], *, title: str = "Held-o
         for measure in ref.values:
             cells = [f"{_pct(res[k].values[measure])} ± {_pct(res[k].stderrs[measure])}" for res in columns.values()]
             table.add_row(ref.task, measure, str(ref.num_docs), _pct(ref.random), *cells)
-        main = "acc_norm" if "acc_norm" in ref.values else "acc"
+        # generative tasks (gsm8k) report exact_match,strict-match first: it enters the average
+        main = next((m for m in ("acc_norm", "acc") if m in ref.values), next(iter(ref.values)))
         for name, results in columns.items():
             averages[name].append(results[k].values[main])
     if len(first) > 1:

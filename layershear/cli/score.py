@@ -24,7 +24,7 @@ from layershear.cli.options import (
 @click.option("--json", "json_path", default=None, help="Write the relevance table as JSON to this file ('-' = stdout).")
 @data_options
 @model_options
-def command(model, calib_spec, acc_norm, engine, remove_text, json_path, source, data_dir, batch_size, max_length,
+def command(model, calib_spec, acc_norm, engine, remove_text, json_path, source, data_dir, batch_size, max_length, num_fewshot,
             add_bos, dtype, device, revision, trust_remote_code) -> None:
     """Relevance of every block of MODEL on a calibration set (one greedy step, nothing removed)."""
     from layershear.cli.render import OUT, relevance_table, reporting
@@ -35,7 +35,7 @@ def command(model, calib_spec, acc_norm, engine, remove_text, json_path, source,
     with reporting() as on_event:
         run = score_model(model, calib=calib_spec, removed=removed, acc_norm=acc_norm, engine=engine,
                           batch_size=batch_size, max_length=max_length, add_bos=add_bos, dtype=dtype, device=device,
-                          revision=revision, trust_remote_code=trust_remote_code, data=data_of(source, data_dir),
+                          revision=revision, trust_remote_code=trust_remote_code, data=data_of(source, data_dir, num_fewshot),
                           command=command_line(), on_event=on_event)
     if json_path != "-":
         OUT.print(relevance_table(run.scores, run.parent,

@@ -31,7 +31,8 @@ class _Strict(BaseModel):
 
 
 class CalibTask(_Strict):
-    """One task of a calibration mix: ``fraction`` of ``split`` (seeded sample) or ``count`` docs."""
+    """One task of a calibration mix: ``fraction`` of ``split`` (seeded sample) or ``count`` docs, with
+    ``num_fewshot`` examples each (None = the task's lm-eval default)."""
 
     task: str
     fraction: float | None = None
@@ -39,6 +40,7 @@ class CalibTask(_Strict):
     split: str = "train"
     fallback_split: str | None = None
     note: str | None = None
+    num_fewshot: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> CalibTask:
@@ -75,11 +77,13 @@ def _check_unique(tasks: list[str]) -> None:
 
 
 class EvalTask(_Strict):
-    """One task of an eval suite; ``split`` None = lm-eval's scored split; ``limit`` = first N docs."""
+    """One task of an eval suite; ``split`` None = lm-eval's scored split; ``limit`` = first N docs;
+    ``num_fewshot`` None = the task's lm-eval default (0, GSM8K 5)."""
 
     task: str
     split: str | None = None
     limit: int | None = Field(default=None, ge=1)
+    num_fewshot: int | None = Field(default=None, ge=0)
 
 
 class EvalSuite(_Strict):

@@ -21,6 +21,10 @@ class Request:
     ``item`` groups requests that belong to one document (its choices): the packed layout puts them
     in one prefix tree, so their common context is computed once. ``choice`` is the request's index
     within its document; ``origin`` names the document in error messages (``"arc_easy doc 12"``).
+    ``token_ids``: the request already tokenised, ``(context ids, continuation ids)``; the strings
+    are then only descriptive and ``add_bos`` does not apply. ``greedy``: the request's value is the
+    number of continuation tokens that are the model's top-1 prediction (lm-eval's ``is_greedy``,
+    counted per token) instead of their summed log-probability.
     """
 
     context: str
@@ -28,16 +32,25 @@ class Request:
     item: int = 0
     choice: int = 0
     origin: str = ""
+    token_ids: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+    greedy: bool = False
+
+
+def greedy_target(token_id: int) -> int:
+    """How a scored position whose value is "is ``token_id`` the top-1 prediction" is marked among the
+    target ids that reach :func:`layershear.engine.forward.target_logprobs`: ``~token_id`` (negative)."""
+    return ~token_id
 
 
 @dataclass(frozen=True)
 class EncodedRequest:
-    """One request as token ids; ``item``/``choice`` as in :class:`Request`."""
+    """One request as token ids; ``item``/``choice``/``greedy`` as in :class:`Request`."""
 
     item: int
     choice: int
     context_ids: tuple[int, ...]
     continuation_ids: tuple[int, ...]
+    greedy: bool = False
 
     @property
     def num_tokens(self) -> int:
@@ -50,17 +63,26 @@ class EncodedRequest:
         tokens = list(self.context_ids + self.continuation_ids)[-(max_length + 1):]
         inp = tokens[:-1]
         n_cont = min(len(self.continuation_ids), len(inp))     # n_cont < len(tokens): check_lengths
-        return inp, len(inp) - n_cont, tokens[len(tokens) - n_cont:]
+        targets = tokens[len(tokens) - n_cont:]
+        return inp, len(inp) - n_cont, [greedy_target(t) for t in targets] if self.greedy else targets
 
 
-def requests_of(items: Sequence[MCItem]) -> list[Request]:
-    """One request per choice of every item, item-major then choice order (lm-eval's
-    ``multiple_choice`` ``construct_requests``)."""
-    return [Request(ctx, cont, i, c, f"{item.task} doc {item.doc_id}")
-            for i, item in enumerate(items) for c, (ctx, cont) in enumerate(zip(item.contexts, item.continuations))]
+def requests_of(items: Sequence) -> list[Request]:
+    """The requests of every item, item-major: one per choice of a multiple-choice item, in choice
+    order (lm-eval's ``multiple_choice`` ``construct_requests``); an item with its own ``requests(i)``
+    (a text token, :class:`layershear.scoring.text.TokenItem`) gives those."""
+    out: list[Request] = []
+    for i, item in enumerate(items):
+        if isinstance(item, MCItem):
+            out.extend(Request(ctx, cont, i, c, f"{item.task} doc {item.doc_id}")
+                       for c, (ctx, cont) in enumerate(zip(item.contexts, item.continuations)))
+        else:
+            out.extend(item.requests(i))
+    return out
 
 
-def _prefix_token_id(tokenizer) -> int:
+def prefix_token_id(tokenizer) -> int:
+    """lm-eval's ``prefix_token_id``: BOS, else EOS (what an empty context is replaced by)."""
     for tok_id in (tokenizer.bos_token_id, tokenizer.eos_token_id):
         if tok_id is not None:
             return int(tok_id)
@@ -82,22 +104,28 @@ def encode_requests(requests: Sequence[Request] | Sequence[MCItem], tokenizer, *
     Raises:
         ScoringError: a continuation tokenises to zero tokens.
     """
-    if requests and isinstance(requests[0], MCItem):
+    if requests and not isinstance(requests[0], Request):
         requests = requests_of(requests)
-    pairs = [split_whitespace(r.context, r.continuation) for r in requests]
-    wholes = tokenizer([ctx + cont for ctx, cont in pairs], add_special_tokens=False)["input_ids"]
-    ctxs = tokenizer([ctx for ctx, _ in pairs], add_special_tokens=False)["input_ids"]
-    prefix = [_prefix_token_id(tokenizer)] if add_bos else []
+    text = [r for r in requests if r.token_ids is None]
+    pairs = [split_whitespace(r.context, r.continuation) for r in text]
+    wholes = tokenizer([ctx + cont for ctx, cont in pairs], add_special_tokens=False)["input_ids"] if text else []
+    ctxs = tokenizer([ctx for ctx, _ in pairs], add_special_tokens=False)["input_ids"] if text else []
+    encoded = iter(zip(wholes, ctxs))
+    prefix = [prefix_token_id(tokenizer)] if add_bos else []
     out = []
-    for req, whole, ctx in zip(requests, wholes, ctxs):
+    for req in requests:
+        if req.token_ids is not None:
+            out.append(EncodedRequest(req.item, req.choice, *req.token_ids, greedy=req.greedy))
+            continue
+        whole, ctx = next(encoded)
         cont = whole[len(ctx):]
         if not cont:
             where = req.origin or f"request of item {req.item}"
             raise ScoringError(f"{where} choice {req.choice}: empty continuation after tokenisation")
         context_ids = prefix + list(ctx)
         if not context_ids:
-            context_ids = [_prefix_token_id(tokenizer)]
-        out.append(EncodedRequest(req.item, req.choice, tuple(context_ids), tuple(cont)))
+            context_ids = [prefix_token_id(tokenizer)]
+        out.append(EncodedRequest(req.item, req.choice, tuple(context_ids), tuple(cont), greedy=req.greedy))
     return out
 
 

@@ -104,11 +104,11 @@ def batch_shape(batch: Sequence[EncodedRequest] | PackedBatch, max_length: int, 
     """The :class:`BatchShape` of one batch as ``loglik``/``packing`` build it."""
     if isinstance(batch, PackedBatch):
         rows, width = len(batch.rows), batch.width
-        scored = len(batch.targets)
+        scored = len(set(zip(batch.score_rows, batch.score_cols)))      # a shared position goes through the head once
         return BatchShape(rows, width, batch.real_tokens, scored if engine.scored_head else rows * width,
                           rows * width * width)
     lengths = [min(r.num_tokens, max_length) for r in batch]
     width = max(lengths)
-    scored = sum(len(r.continuation_ids) for r in batch)
+    scored = sum(min(len(r.continuation_ids), length) for r, length in zip(batch, lengths))
     return BatchShape(len(batch), width, sum(lengths), scored if engine.scored_head else len(batch) * width,
                       len(batch) * width * (width + 1) // 2)

@@ -40,15 +40,16 @@ def score_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Calib
             above chance on the calibration set (relevance undefined) or a log-likelihood is not finite.
     """
     from layershear.export.record import block_scores, calibration_dict, run_record
-    from layershear.scoring.scorer import Scorer, SearchPlan
+    from layershear.pipeline.stages import build_scorer
+    from layershear.scoring.scorer import SearchPlan
 
     emit = on_event or (lambda _e: None)
     removed = sorted(set(removed))
     calibration = draw_calibration(calib, data, emit)
     hf_model, tokenizer, source = load_for_job(model, tokenizer, emit, dtype=dtype, device=device, revision=revision,
                                           trust_remote_code=trust_remote_code)
-    scorer = Scorer(hf_model, tokenizer, calibration.items, batch_size=batch_size, max_length=max_length,
-                    acc_norm=acc_norm, add_bos=add_bos, engine=engine, on_progress=EngineProgress(emit))
+    scorer = build_scorer(hf_model, tokenizer, calibration.items, batch_size=batch_size, max_length=max_length,
+                          acc_norm=acc_norm, add_bos=add_bos, engine=engine, on_progress=EngineProgress(emit))
     bad = [b for b in removed if not 0 <= b < scorer.num_blocks]
     if bad:
         raise LayershearError(f"--remove {bad} out of range: the model has blocks 0..{scorer.num_blocks - 1}")

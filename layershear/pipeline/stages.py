@@ -14,6 +14,7 @@ from typing import Any
 from layershear.data.benchmarks import MCItem
 from layershear.data.calibration import CalibrationSet
 from layershear.engine.config import ENGINES, EngineConfig
+from layershear.errors import LayershearError
 from layershear.export.record import accuracy_dict, calibration_dict, eval_dict, run_record, search_dict
 from layershear.pipeline.run import EngineProgress, EventFn, HeldOut, PruneEvent
 from layershear.scoring.accuracy import ModelAccuracy
@@ -60,6 +61,25 @@ class Found:
         return run_record(command=command, settings=settings, **sections)
 
 
+def build_scorer(model, tokenizer, items, *, race=None, **kwargs):
+    """A :class:`layershear.scoring.generative.GenerativeScorer` for a generative calibration set (GSM8K),
+    else a :class:`Scorer` (``kwargs``: its arguments; the log-likelihood ones are ignored for generation).
+
+    Raises:
+        ScoringError: the set mixes generative and multiple-choice documents.
+        LayershearError: ``race`` with a generative set.
+    """
+    from layershear.scoring.generative import GenerativeScorer, is_generative
+
+    if not is_generative(items):
+        return Scorer(model, tokenizer, items, race=race, **kwargs)
+    if race is not None:
+        raise LayershearError("--race applies to multiple-choice calibration sets, not generative ones (gsm8k)")
+    for key in ("acc_norm", "engine", "cache_plan"):       # log-likelihood settings
+        kwargs.pop(key, None)
+    return GenerativeScorer(model, tokenizer, items, **kwargs)
+
+
 def _step_line(depth: int, total: int, step: SearchStep) -> str:
     return (f"step {depth}/{total}: best removal set so far {sorted(step.after.removed)}, last removed block "
             f"{step.chosen.block_idx} (relevance {step.chosen.relevance:+.4f}, calibration acc "
@@ -75,8 +95,8 @@ def search_by_accuracy(model, tokenizer, calibration: CalibrationSet, num_remove
         from layershear.engine.compile import compile_blocks as compile_parts
 
         emit(PruneEvent("info", f"compiling {len(compile_parts(model))} decoder-block modules (at their first forward)"))
-    scorer = Scorer(model, tokenizer, calibration.items, acc_norm=acc_norm, engine=engine, race=race,
-                    on_progress=EngineProgress(emit), **opts)
+    scorer = build_scorer(model, tokenizer, calibration.items, acc_norm=acc_norm, engine=engine, race=race,
+                          on_progress=EngineProgress(emit), **opts)
     pruner = GreedyPruner(scorer, beam_width=width, journal=journal,
                           on_step=lambda d, n, step: emit(PruneEvent("info", _step_line(d, n, step))))
     total = scorer.expect(pruner.plan(num_remove))
@@ -103,12 +123,13 @@ def search_by_baseline(model, tokenizer, calibration: CalibrationSet, num_remove
         emit(PruneEvent("info", f"step {step}/{total}: remove block {block} ({metric} {scores[block]:.4g})"))
 
     emit(PruneEvent("stage", f"{metric} scores ({'iterative' if iterative else 'one-shot'})"))
-    removal = remove_by_metric(metric, model, tokenizer, calibration_texts(calibration.items), num_remove=num_remove,
+    texts = calibration_texts(calibration.items)
+    removal = remove_by_metric(metric, model, tokenizer, texts, num_remove=num_remove,
                                num_blocks=num_blocks, iterative=iterative,
                                batch_size=opts["batch_size"], max_length=opts["max_length"] or 2048, on_step=on_step)
     # two accuracies only: no block-input cache (it pays off across the candidates of a greedy step)
-    scorer = Scorer(model, tokenizer, calibration.items, acc_norm=acc_norm,
-                    engine=dataclasses.replace(ENGINES["fast"], skip_prefix=False), **opts)
+    scorer = build_scorer(model, tokenizer, calibration.items, acc_norm=acc_norm,
+                          engine=dataclasses.replace(ENGINES["fast"], skip_prefix=False), **opts)
     full, final = scorer.accuracy(), scorer.accuracy(removal.removed)
     emit(PruneEvent("info", f"calibration accuracy {100 * full.accuracy:.2f}% -> {100 * final.accuracy:.2f}% "
                             f"(random {100 * full.random:.2f}%)"))
@@ -136,4 +157,4 @@ def before_after(model, tokenizer, tasks: Mapping[str, Sequence[MCItem]], remove
     return base, evaluate_removed(model, tokenizer, tasks, removed, name="pruned", emit=emit, **opts)
 
 
-__all__ = ["Found", "before_after", "evaluate_removed", "search_by_accuracy", "search_by_baseline"]
+__all__ = ["Found", "before_after", "build_scorer", "evaluate_removed", "search_by_accuracy", "search_by_baseline"]

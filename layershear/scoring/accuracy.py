@@ -133,6 +133,7 @@ class ModelAccuracy:
     loglikelihoods: torch.Tensor | None = field(default=None, repr=False, compare=False)  # float64 [num_requests]
     exact: bool = True        # False: a racing estimate on the first ``sequences`` requests of a random slice order
     sequences: int = 0        # (context, continuation) requests scored for this result
+    perplexity_by_task: dict[str, float] = field(default_factory=dict)   # text corpora: token perplexity
 
     @property
     def above_random(self) -> bool:
@@ -145,25 +146,49 @@ class ModelAccuracy:
         return (-self.accuracy, -self.gold_prob, tuple(sorted(self.removed)))
 
 
-def model_accuracy(removed: frozenset[int], items: Sequence[MCItem], measures: Sequence[str],
+def _token_scores(docs: Sequence, lls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Correctness and log-probability of text tokens from their (top-1 hit, log-probability) pairs."""
+    pairs = lls.view(-1, 2)
+    if not bool(torch.isfinite(pairs[:, 1]).all()):
+        k = int((~torch.isfinite(pairs[:, 1])).nonzero()[0])
+        raise ScoringError(f"the log-likelihood of {docs[k].task} doc {docs[k].doc_id} chunk {docs[k].chunk} token "
+                           f"{docs[k].position} is {float(pairs[k, 1])}; the model overflows in this dtype or its "
+                           "weights are corrupt: try --dtype fp32, or check the checkpoint")
+    return pairs[:, 0] > 0.5, pairs[:, 1]
+
+
+def model_accuracy(removed: frozenset[int], items: Sequence, measures: Sequence[str],
                    item_requests: Sequence[Sequence[int]], lls: torch.Tensor,
                    index: Sequence[int] | None = None) -> ModelAccuracy:
     """The :class:`ModelAccuracy` of the model without ``removed`` from its per-request log-likelihoods.
 
     Args:
         removed: the removed blocks.
-        items: the document set D; ``measures[i]`` (acc or acc_norm) is item i's measure.
-        item_requests: indices into ``lls`` of each item's choices, in choice order.
-        lls: float64 ``[num_requests]`` summed continuation log-likelihoods (nats).
+        items: the document set D: multiple-choice items, and text tokens
+            (:class:`layershear.scoring.text.TokenItem`, each its own item: correct when it is the
+            top-1 prediction; gold probability = its probability); ``measures[i]`` (acc or
+            acc_norm) is item i's measure.
+        item_requests: indices into ``lls`` of each item's choices, in choice order (a token: its
+            top-1 hit, then its log-probability).
+        lls: float64 ``[num_requests]`` summed continuation log-likelihoods (nats), or top-1 hits.
         index: only these item indices (a racing estimate, ``exact=False``); None = all of D.
     """
     exact = index is None
     index = list(range(len(items))) if index is None else list(index)
     docs = [items[i] for i in index]
-    sub = lls[[k for i in index for k in item_requests[i]]]
-    scores = item_scores(docs, sub, measures=[measures[i] for i in index])
-    ok = correct(docs, scores)
-    probs = [torch.softmax(sc, 0)[item.gold] for item, sc in zip(docs, scores)]
+    mc = [k for k, d in enumerate(docs) if isinstance(d, MCItem)]
+    text = [k for k, d in enumerate(docs) if not isinstance(d, MCItem)]
+    ok = torch.zeros(len(docs), dtype=torch.bool)
+    probs = torch.zeros(len(docs), dtype=torch.float64)
+    token_lls = torch.zeros(len(docs), dtype=torch.float64)
+    if mc:
+        sub = lls[[k for j in mc for k in item_requests[index[j]]]]
+        scores = item_scores([docs[j] for j in mc], sub, measures=[measures[index[j]] for j in mc])
+        ok[mc] = correct([docs[j] for j in mc], scores)
+        probs[mc] = torch.stack([torch.softmax(sc, 0)[docs[j].gold] for j, sc in zip(mc, scores)])
+    if text:
+        hit, token_lls[text] = _token_scores([docs[j] for j in text], lls[[k for j in text for k in item_requests[index[j]]]])
+        ok[text], probs[text] = hit, token_lls[text].exp()
     by_task: dict[str, list[int]] = {}
     for k, item in enumerate(docs):
         by_task.setdefault(item.task, []).append(k)
@@ -171,11 +196,13 @@ def model_accuracy(removed: frozenset[int], items: Sequence[MCItem], measures: S
         removed=removed,
         accuracy=float(ok.double().mean()),
         random=random_accuracy(docs),
-        gold_prob=float(torch.stack(probs).mean()),
+        gold_prob=float(probs.mean()),
         accuracy_by_task={t: float(ok[idx].double().mean()) for t, idx in sorted(by_task.items())},
         random_by_task={t: random_accuracy([docs[k] for k in idx]) for t, idx in sorted(by_task.items())},
         correct=tuple(bool(x) for x in ok),
         loglikelihoods=lls if exact else None,
         exact=exact,
-        sequences=int(sub.numel()),
+        sequences=sum(len(item_requests[i]) for i in index),
+        perplexity_by_task={t: float(torch.exp(-token_lls[idx].mean())) for t, idx in sorted(by_task.items())
+                            if not isinstance(docs[idx[0]], MCItem)},
     )

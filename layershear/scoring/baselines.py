@@ -38,16 +38,24 @@ class _Batch:
     attention_mask: torch.Tensor  # (batch, seq) int64, 1 = real token
 
 
-def calibration_texts(items: Sequence[MCItem]) -> list[str]:
-    """Return one calibration text per document: its gold context followed by its gold continuation.
+def calibration_texts(items: Sequence) -> list[str]:
+    """Return one calibration text per document: a multiple-choice document's gold context followed
+    by its gold continuation, a text document's text, a generative document's prompt and gold answer.
 
     Args:
-        items: Multiple-choice documents; ``contexts[gold] + continuations[gold]`` is taken from each.
+        items: :class:`MCItem` (``contexts[gold] + continuations[gold]``), ``TextDoc`` (``text``) or
+            GSM8K's ``GenItem`` (``context + " " + target``).
 
     Returns:
         ``len(items)`` strings, in order.
     """
-    return [item.contexts[item.gold] + item.continuations[item.gold] for item in items]
+    out = []
+    for item in items:
+        if isinstance(item, MCItem):
+            out.append(item.contexts[item.gold] + item.continuations[item.gold])
+        else:
+            out.append(item.text if hasattr(item, "text") else item.context + " " + item.target)
+    return out
 
 
 def _encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:

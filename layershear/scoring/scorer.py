@@ -24,6 +24,7 @@ from layershear.errors import ScoringError
 from layershear.scoring.accuracy import ModelAccuracy, measure_of, model_accuracy
 from layershear.scoring.racing import BOUND, RaceSettings, eliminated, item_slices, per_test_delta
 from layershear.scoring.relevance import BlockScore, block_score, check_defined
+from layershear.scoring.text import CHUNK_TOKENS, expand_text, output_vocab_size
 
 LOG = logging.getLogger(__name__)
 
@@ -65,6 +66,9 @@ class Scorer:
             task (:func:`layershear.scoring.accuracy.measure_of`).
         race: race the candidates of each step on growing random slices of D and stop scoring those
             that cannot be removed this step (:mod:`layershear.scoring.racing`); None = exact mode.
+        chunk_tokens: text documents of D (:class:`layershear.data.benchmarks.text.TextDoc`) are cut
+            into chunks of this many tokens and every token is scored as one item, by next-token
+            accuracy (:mod:`layershear.scoring.text`).
         batch_size, max_length, add_bos, engine, on_progress, cache_plan: as
             :class:`layershear.engine.loglikelihood.LoglikelihoodEngine`.
 
@@ -80,10 +84,11 @@ class Scorer:
     def __init__(self, model, tokenizer, items: Sequence[MCItem], *, batch_size: int = 16,
                  max_length: int | None = None, acc_norm: bool | None = None, add_bos: bool = False,
                  engine: str | EngineConfig = "fast", on_progress: ProgressFn | None = None,
-                 cache_plan: CachePlan | None = None, race: RaceSettings | None = None) -> None:
+                 cache_plan: CachePlan | None = None, race: RaceSettings | None = None,
+                 chunk_tokens: int = CHUNK_TOKENS) -> None:
         if not items:
             raise ScoringError("The calibration set is empty; check the recipe's tasks and fractions")
-        self.items = list(items)
+        self.items = expand_text(items, tokenizer, vocab_size=output_vocab_size(model), chunk_tokens=chunk_tokens)
         self.measures = [measure_of(item.task, acc_norm) for item in self.items]
         requests = requests_of(self.items)
         self.item_requests: list[list[int]] = [[] for _ in self.items]

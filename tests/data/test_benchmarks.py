@@ -237,17 +237,27 @@ def test_local_split_table(data_dir: Path) -> None:
         "arc_easy": ("test", "validation"), "arc_challenge": ("test", "validation"),
         "boolq": ("train", "validation"), "hellaswag": ("validation",),
         "openbookqa": ("test", "train", "validation"), "piqa": ("validation",),
-        "winogrande": ("validation",), "mmlu": ("dev", "test", "validation"),
+        "winogrande": ("validation",), "mmlu": ("dev", "test", "validation"), "gsm8k": ("test", "train"),
+        "c4": ("validation",), "wikitext": ("test", "validation"), "codealpaca": ("train",), "lima": ("train",),
     }
 
 
 def test_registry_metadata() -> None:
     assert set(TASKS) == {"arc_easy", "arc_challenge", "boolq", "hellaswag", "openbookqa", "piqa", "winogrande",
-                          "mmlu"}
+                          "mmlu", "gsm8k", "c4", "wikitext", "codealpaca", "lima"}
     assert {t: s.eval_split for t, s in TASKS.items()} == {
         "arc_easy": "test", "arc_challenge": "test", "boolq": "validation", "hellaswag": "validation",
-        "openbookqa": "test", "piqa": "validation", "winogrande": "validation", "mmlu": "test"}
+        "openbookqa": "test", "piqa": "validation", "winogrande": "validation", "mmlu": "test", "gsm8k": "test",
+        "c4": "validation", "wikitext": "test", "codealpaca": "train", "lima": "train"}
     assert {t for t, s in TASKS.items() if s.measures == ("acc",)} == {"boolq", "winogrande", "mmlu"}
+    assert {t: s.output_type for t, s in TASKS.items() if s.output_type != "multiple_choice"} == {
+        "gsm8k": "generate_until", "c4": "loglikelihood_rolling", "wikitext": "loglikelihood_rolling",
+        "codealpaca": "loglikelihood_rolling", "lima": "loglikelihood_rolling"}
+    # lm-eval's few-shot sources: the training split, MMLU the first n of dev, GSM8K 5-shot by default
+    assert {t: (s.fewshot_split, s.fewshot_sampler, s.num_fewshot) for t, s in TASKS.items()
+            if s.fewshot_split != "train" or s.num_fewshot} == {
+        "mmlu": ("dev", "first_n", 0), "gsm8k": ("train", "default", 5), "c4": (None, "default", 0),
+        "wikitext": (None, "default", 0), "codealpaca": (None, "default", 0), "lima": (None, "default", 0)}
     assert (get_task("arc_challenge").hub_path, get_task("arc_challenge").hub_name) == ("allenai/ai2_arc",
                                                                                         "ARC-Challenge")
     assert get_task("mmlu").hub_name == "all" and get_task("mmlu").train_split == "validation"

@@ -66,6 +66,7 @@ def _spec(task: str) -> TaskSpec:
         hub_name=_FILES[task][0],
         eval_split="test",
         train_split="train",
+        fewshot_split="train",
         measures=("acc", "acc_norm"),
         fields=("question", "choices", "answerKey"),
         structured_fields=("choices",),

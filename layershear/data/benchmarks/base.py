@@ -8,6 +8,7 @@ here; the tokenising code calls :func:`split_whitespace` on each pair, as lm-eva
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,8 @@ class MCItem:
         choice_lengths: ``acc_norm`` divisors: Python ``len()`` (characters, not bytes) of each
             choice string without the delimiter. For WinoGrande, ``len(option_i)`` (lm-eval reports
             no ``acc_norm`` there).
+        description: lm-eval's ``description``, the start of every context (MMLU's subject line);
+            few-shot examples go between it and the document's own text (:meth:`with_fewshot`).
 
     Raises:
         BenchmarkError: The tuples differ in length, there are fewer than 2 choices, or ``gold``
@@ -51,9 +54,12 @@ class MCItem:
     continuations: tuple[str, ...]
     gold: int
     choice_lengths: tuple[int, ...]
+    description: str = ""
 
     def __post_init__(self) -> None:
         where = f"{self.task} doc {self.doc_id}"
+        if not all(c.startswith(self.description) for c in self.contexts):
+            raise BenchmarkError(f"{where}: a context does not start with the description {self.description!r}")
         n = len(self.continuations)
         if len(self.contexts) != n or len(self.choice_lengths) != n:
             raise BenchmarkError(
@@ -72,10 +78,26 @@ class MCItem:
         """Number of choices (>= 2)."""
         return len(self.continuations)
 
+    def shot(self) -> str:
+        """This document as one few-shot example: its text, the target delimiter and the gold choice.
 
-def choice_item(task: str, doc_id: int, context: str, choices: Sequence[str], gold: int) -> MCItem:
-    """Build a single-context item: ``(context, " " + choice)`` for each choice, lm-eval style."""
+        lm-eval's ``build_qa_turn`` renders ``doc_to_text + target_delimiter + choices[gold]``; for
+        multiple-input tasks (WinoGrande) the text is the gold option's context. The description and
+        the ``fewshot_delimiter`` are not included.
+        """
+        return self.contexts[self.gold][len(self.description):] + self.continuations[self.gold]
+
+    def with_fewshot(self, prefix: str) -> MCItem:
+        """A copy whose every context is ``description + prefix + text`` (lm-eval's ``fewshot_context``)."""
+        n = len(self.description)
+        return dataclasses.replace(self, contexts=tuple(self.description + prefix + c[n:] for c in self.contexts))
+
+
+def choice_item(task: str, doc_id: int, context: str, choices: Sequence[str], gold: int, *,
+                description: str = "") -> MCItem:
+    """Build a single-context item: ``(description + context, " " + choice)`` for each choice, lm-eval style."""
     choices = [str(c) for c in choices]
+    context = description + context
     return MCItem(
         task=task,
         doc_id=doc_id,
@@ -83,6 +105,7 @@ def choice_item(task: str, doc_id: int, context: str, choices: Sequence[str], go
         continuations=tuple(TARGET_DELIMITER + c for c in choices),
         gold=gold,
         choice_lengths=tuple(len(c) for c in choices),
+        description=description,
     )
 
 
@@ -141,6 +164,13 @@ class TaskSpec:
         local_files: Split name -> paths (relative to the ``benchmarks`` folder) that must exist
             for that split to be read locally.
         read_local: Reader mapping the shared files of one split onto HF-format rows.
+        output_type: lm-eval's ``output_type``: ``multiple_choice`` (:class:`MCItem`), ``generate_until``
+            (GSM8K) or ``loglikelihood_rolling`` (raw-text corpora scored by next-token accuracy).
+        fewshot_split: the split few-shot examples come from (lm-eval: ``fewshot_split``, else
+            ``training_split``); None = the task takes no few-shot examples.
+        fewshot_sampler: lm-eval's ``fewshot_config.sampler``: ``default`` (seeded random sample per
+            document) or ``first_n`` (the first n of the split, MMLU).
+        num_fewshot: the lm-eval YAML's ``num_fewshot`` (0 unless it sets one: GSM8K has 5).
     """
 
     name: str
@@ -154,6 +184,10 @@ class TaskSpec:
     local_files: Mapping[str, tuple[str, ...]] = field(repr=False, compare=False)
     read_local: ReadLocal = field(repr=False, compare=False)
     structured_fields: tuple[str, ...] = ()
+    output_type: str = "multiple_choice"
+    fewshot_split: str | None = None
+    fewshot_sampler: str = "default"
+    num_fewshot: int = 0
 
     def to_items(self, rows: Iterable[Row]) -> list[MCItem]:
         """Convert HF-format rows to items; ``doc_id`` is the row's position in ``rows``.

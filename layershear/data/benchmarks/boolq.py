@@ -63,6 +63,7 @@ BOOLQ = TaskSpec(
     hub_name="boolq",
     eval_split="validation",
     train_split="train",
+    fewshot_split="train",
     measures=("acc",),
     fields=("passage", "question", "label"),
     doc_to_item=doc_to_item,

@@ -49,6 +49,7 @@ HELLASWAG = TaskSpec(
     hub_name=None,
     eval_split="validation",
     train_split="train",
+    fewshot_split="train",
     measures=("acc", "acc_norm"),
     fields=("activity_label", "ctx_a", "ctx_b", "endings", "label"),
     structured_fields=("endings",),

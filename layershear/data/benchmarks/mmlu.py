@@ -47,8 +47,8 @@ def doc_to_item(row: Row, task: str, doc_id: int) -> MCItem:
     if len(choices) != len(LETTERS):
         raise ValueError(f"{len(choices)} choices; MMLU needs 4")
     body = "\n".join(f"{letter}. {choice}" for letter, choice in zip(LETTERS, choices, strict=True))
-    context = f"{description(subject)}{row['question'].strip()}\n{body}\nAnswer:"
-    return choice_item(task, doc_id, context, LETTERS, _answer(row["answer"]))
+    context = f"{row['question'].strip()}\n{body}\nAnswer:"
+    return choice_item(task, doc_id, context, LETTERS, _answer(row["answer"]), description=description(subject))
 
 
 def subject_of(path: Path) -> str:
@@ -90,6 +90,8 @@ MMLU = TaskSpec(
     hub_name="all",
     eval_split="test",
     train_split="validation",
+    fewshot_split="dev",
+    fewshot_sampler="first_n",
     measures=("acc",),
     fields=("question", "subject", "choices", "answer"),
     structured_fields=("choices",),

@@ -60,6 +60,7 @@ OPENBOOKQA = TaskSpec(
     hub_name="main",
     eval_split="test",
     train_split="train",
+    fewshot_split="train",
     measures=("acc", "acc_norm"),
     fields=("question_stem", "choices", "answerKey"),
     structured_fields=("choices",),

@@ -41,6 +41,7 @@ PIQA = TaskSpec(
     hub_name=None,
     eval_split="validation",
     train_split="train",
+    fewshot_split="train",
     measures=("acc", "acc_norm"),
     fields=("goal", "sol1", "sol2", "label"),
     doc_to_item=doc_to_item,

@@ -10,6 +10,7 @@ from typing import Any
 from layershear.data.benchmarks.arc import ARC_CHALLENGE, ARC_EASY
 from layershear.data.benchmarks.base import MCItem, TaskSpec
 from layershear.data.benchmarks.boolq import BOOLQ
+from layershear.data.benchmarks.gsm8k import GSM8K
 from layershear.data.benchmarks.hellaswag import HELLASWAG
 from layershear.data.benchmarks.hub import load_hub_rows
 from layershear.data.benchmarks.local import (
@@ -24,12 +25,13 @@ from layershear.data.benchmarks.local import (
 from layershear.data.benchmarks.mmlu import MMLU, hendrycks_rows, read_folder
 from layershear.data.benchmarks.openbookqa import OPENBOOKQA
 from layershear.data.benchmarks.piqa import PIQA
+from layershear.data.benchmarks.text import TEXT_TASKS
 from layershear.data.benchmarks.winogrande import WINOGRANDE
 from layershear.errors import BenchmarkError
 
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
-    for spec in (ARC_EASY, ARC_CHALLENGE, BOOLQ, HELLASWAG, OPENBOOKQA, PIQA, WINOGRANDE, MMLU)
+    for spec in (ARC_EASY, ARC_CHALLENGE, BOOLQ, HELLASWAG, OPENBOOKQA, PIQA, WINOGRANDE, MMLU, GSM8K, *TEXT_TASKS)
 }
 SOURCES = ("auto", "local", "hub")
 _SPLIT_ALIASES = {"val": "validation", "valid": "validation"}

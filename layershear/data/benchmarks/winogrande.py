@@ -53,6 +53,7 @@ WINOGRANDE = TaskSpec(
     hub_name="winogrande_xl",
     eval_split="validation",
     train_split="train",
+    fewshot_split="train",
     measures=("acc",),
     fields=("sentence", "option1", "option2", "answer"),
     doc_to_item=doc_to_item,
