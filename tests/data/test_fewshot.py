@@ -21,6 +21,7 @@ from layershear.data.calibration import build_calibration, build_eval, num_fewsh
 from layershear.data.recipes import load_calibration, load_eval_suite
 from layershear.errors import BenchmarkError, RecipeError
 
+
 @pytest.fixture
 def data_dir() -> Path:
     found = find_data_dir()
@@ -74,7 +75,7 @@ class _Doc:
     def shot(self) -> str:
         return f"q{self.doc_id} a{self.doc_id}"
 
-    def with_fewshot(self, prefix: str) -> "_Doc":
+    def with_fewshot(self, prefix: str) -> _Doc:
         return _Prompted(self.doc_id, self.description, prefix)
 
 

@@ -6,11 +6,11 @@ import math
 
 import pytest
 import torch
-
 from helpers import CharTokenizer, load
+
 from layershear.data.benchmarks.text import TextDoc, wikitext_articles, wikitext_detokenize
-from layershear.engine.requests import greedy_target
 from layershear.engine.forward import target_logprobs
+from layershear.engine.requests import greedy_target
 from layershear.errors import ScoringError
 from layershear.scoring.evaluation import evaluate_items
 from layershear.scoring.scorer import Scorer
