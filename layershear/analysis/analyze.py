@@ -109,7 +109,7 @@ def analyze(model, tokenizer, calib_items: Sequence[MCItem], eval_tasks: Mapping
     full = held_out.accuracy()
     children = held_out.children(frozenset(), range(num_blocks))
     tasks = list(full.accuracy_by_task)
-    drop = {b: full.accuracy - ev.accuracy for b, ev in children.items()}
+    drop = {b: _average(full) - _average(ev) for b, ev in children.items()}
     drop_by_task = {t: {b: full.accuracy_by_task[t] - ev.accuracy_by_task[t] for b, ev in children.items()} for t in tasks}
     cosine_by_task = {}
     for task, items in eval_tasks.items():
@@ -125,12 +125,18 @@ def analyze(model, tokenizer, calib_items: Sequence[MCItem], eval_tasks: Mapping
             orders[metric] = list(remove_by_metric(metric, model, tokenizer, texts, num_remove=max_remove,
                                                    num_blocks=num_blocks, iterative=metric in ITERATIVE_BY_DEFAULT,
                                                    **text_kw).removed)
-        curves[metric] = [(k, held_out.accuracy(orders[metric][:k]).accuracy) for k in range(max_remove + 1)]
+        curves[metric] = [(k, _average(held_out.accuracy(orders[metric][:k]))) for k in range(max_remove + 1)]
 
     out = Analysis(num_blocks, tasks, scores, drop, drop_by_task, cosine_by_task, dict(full.accuracy_by_task),
                    dict(full.random_by_task), full.random, orders, curves)
     _compare(out)
     return out
+
+
+def _average(acc) -> float:
+    """The held-out accuracy of a model: the mean of its per-task accuracies (the paper's "average"),
+    so that a text corpus, whose every token is an item, weighs as one task."""
+    return sum(acc.accuracy_by_task.values()) / len(acc.accuracy_by_task)
 
 
 def _compare(a: Analysis) -> None:
