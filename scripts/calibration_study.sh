@@ -11,13 +11,13 @@ LS="${LAYERSHEAR:-.venv/bin/layershear}"
 EVAL="${EVAL_SUITE:-arc_easy:100,hellaswag:50,piqa:100,openbookqa:100}"
 COMMON=(--ratio 0.25 --dtype bf16 --overwrite)
 mkdir -p "$OUT"
-run() {   # name, then prune arguments
+run() {   # name, then prune arguments; a finished run (its layershear.json exists) is kept
     local name="$1"; shift
+    [ -f "$OUT/$name/layershear.json" ] && { echo "$name: kept from an earlier run"; return; }
     local start; start=$(date +%s)
     "$LS" prune "$MODEL" "${COMMON[@]}" "$@" --out "$OUT/$name" > "$OUT/$name.log" 2>&1
     echo "$name $(( $(date +%s) - start )) s" | tee -a "$OUT/times.txt"
 }
-: > "$OUT/times.txt"
 run mix --calib arc_easy:16,hellaswag:8,piqa:16,openbookqa:16
 run arc_easy --calib arc_easy:56
 run c4 --calib c4:4

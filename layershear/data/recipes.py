@@ -31,19 +31,22 @@ class _Strict(BaseModel):
 
 
 class CalibTask(_Strict):
-    """One task of a calibration mix: ``fraction`` of ``split`` (seeded sample) or ``count`` docs, with
-    ``num_fewshot`` examples each (None = the task's lm-eval default)."""
+    """One task of a calibration mix: ``fraction`` of ``split`` (seeded sample; None = the task's
+    training split, ``TaskSpec.train_split``: ``validation`` for MMLU and C4, ``train`` elsewhere) or
+    ``count`` docs, with ``num_fewshot`` examples each (None = the task's lm-eval default)."""
 
     task: str
     fraction: float | None = None
     count: int | None = None
-    split: str = "train"
+    split: str | None = None          # None: the task's calibration split (TaskSpec.train_split)
     fallback_split: str | None = None
     note: str | None = None
     num_fewshot: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> CalibTask:
+        if self.split is None and self.task in TASKS:
+            object.__setattr__(self, "split", TASKS[self.task].train_split)
         if (self.fraction is None) == (self.count is None):
             raise ValueError(f"{self.task}: give exactly one of fraction or count")
         if self.fraction is not None and not 0.0 < self.fraction <= 1.0:

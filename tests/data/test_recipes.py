@@ -109,3 +109,11 @@ def test_eval_with_nothing_left_after_calibration_is_an_error():
     calib = build_calibration(load_calibration("piqa:1.0"), source="local")
     with pytest.raises(RecipeError, match="no documents left"):
         build_eval(load_eval_suite("piqa"), exclude=calib.used(), source="local")
+
+
+def test_an_entry_without_split_draws_from_the_tasks_calibration_split():
+    from layershear.data.recipes import load_calibration
+
+    recipe = load_calibration("c4:4,mmlu:3,arc_easy:2")
+    assert [(t.task, t.split) for t in recipe.tasks] == [("c4", "validation"), ("mmlu", "validation"),
+                                                          ("arc_easy", "train")]
