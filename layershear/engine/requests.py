@@ -76,8 +76,12 @@ def requests_of(items: Sequence) -> list[Request]:
         if isinstance(item, MCItem):
             out.extend(Request(ctx, cont, i, c, f"{item.task} doc {item.doc_id}")
                        for c, (ctx, cont) in enumerate(zip(item.contexts, item.continuations)))
-        else:
+        elif hasattr(item, "requests"):
             out.extend(item.requests(i))
+        else:
+            raise ScoringError(f"{item.task} doc {item.doc_id}: a generative task (lm-eval generate_until) has no "
+                               "log-likelihood requests; score it alone (--calib gsm8k:N, --tasks gsm8k:N), not in a "
+                               "mix or in analyze")
     return out
 
 

@@ -115,3 +115,11 @@ def test_wikitext_detokenizer_and_articles(tmp_path):
     raw.write_text(" \n = First = \n \n text one \n = = Sub = = \n more \n = Second = \n text two \n")
     pages = wikitext_articles(raw)
     assert [p["page"].splitlines()[0] for p in pages] == [" = First = ", " = Second = "]
+
+
+def test_a_generative_document_has_no_loglikelihood_requests(data_dir_or_skip):
+    from layershear.data.benchmarks import load_split
+    from layershear.engine.requests import requests_of
+
+    with pytest.raises(ScoringError, match="generative task .* no log-likelihood requests"):
+        requests_of(load_split("gsm8k", "test", source="local")[:1])
