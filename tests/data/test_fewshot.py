@@ -15,20 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from layershear.data.benchmarks import find_data_dir, get_task, load_split
+from layershear.data.benchmarks import get_task, load_split
 from layershear.data.benchmarks.fewshot import apply_fewshot
 from layershear.data.calibration import build_calibration, build_eval, num_fewshot_of, with_fewshot
 from layershear.data.recipes import load_calibration, load_eval_suite
 from layershear.errors import BenchmarkError, RecipeError
-
-
-@pytest.fixture
-def data_dir() -> Path:
-    found = find_data_dir()
-    if found is None:
-        pytest.skip("shared/data/benchmarks not found; set LAYERSHEAR_DATA to run the data tests")
-    return found
-
 
 LMEVAL = json.loads((Path(__file__).parent / "fewshot_lmeval.json").read_text())["tasks"]
 

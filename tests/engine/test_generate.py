@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from helpers import load, word_tokenizer
 
 from layershear.engine.generate import GenerationEngine, GenerationStats, cut_at_stops, generate_until
@@ -15,25 +14,7 @@ CONTEXTS = [" ".join(f"w{3 + (7 * i + 3 * k) % 120}" for k in range(5 + 3 * i % 
 GEN = 12
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a shared machine thread contention makes each step ~50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def models(tiny_checkpoints):
-    cache: dict[str, torch.nn.Module] = {}
-
-    def get(name: str) -> torch.nn.Module:
-        if name not in cache:
-            cache[name] = load(tiny_checkpoints(name))
-        return cache[name]
-
-    return get
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _gen(model, contexts=CONTEXTS, **kw):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import ARCHS, load, random_ids
+from helpers import ARCHS, random_ids
 
 from layershear.errors import LayershearError
 from layershear.model.arch import decoder_blocks
@@ -13,18 +13,6 @@ from layershear.model.surgery import remove_blocks
 
 def _layer_idxs(model: torch.nn.Module) -> list[tuple[str, int]]:
     return [(n, m.layer_idx) for n, m in model.named_modules() if isinstance(m.__dict__.get("layer_idx"), int)]
-
-
-@pytest.fixture(scope="module")
-def models(tiny_checkpoints):
-    cache: dict[str, torch.nn.Module] = {}
-
-    def get(name: str) -> torch.nn.Module:
-        if name not in cache:
-            cache[name] = load(tiny_checkpoints(name))
-        return cache[name]
-
-    return get
 
 
 @pytest.mark.parametrize("name", sorted(ARCHS))

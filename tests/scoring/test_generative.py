@@ -33,13 +33,7 @@ WORDS = [str(d) for d in range(10)] + ["####", "Question", ":", "Answer", "$", "
 GEN = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a shared machine thread contention makes each step ~50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- filters and exact_match, pinned to lm-eval 0.4.13 (filters/extraction.py, api/metrics.py) -----------

@@ -20,14 +20,6 @@ DOCS = [TextDoc("c4", 0, "the cat sat on the mat and the dog sat on the log"),
         TextDoc("c4", 1, "a b a b a b a b"), TextDoc("c4", 2, "xyz")]
 
 
-@pytest.fixture
-def data_dir_or_skip():
-    from layershear.data.benchmarks import find_data_dir
-
-    if find_data_dir() is None:
-        pytest.skip("shared/data/benchmarks not found; set LAYERSHEAR_DATA")
-
-
 def _direct(model, docs, chunk: int, removed=()) -> tuple[float, float, int]:
     """Top-1 hits and perplexity computed by hand: one forward per chunk, BOS first."""
     tok = CharTokenizer()
@@ -95,7 +87,7 @@ def test_relevance_on_text_is_undefined_at_chance_and_evaluation_reports_perplex
     assert result.values["perplexity"] > 1 and result.random == pytest.approx(1 / 128)
 
 
-def test_a_real_model_predicts_c4_text_and_its_blocks_get_relevances(smollm2_dir, data_dir_or_skip):
+def test_a_real_model_predicts_c4_text_and_its_blocks_get_relevances(smollm2_dir, data_dir):
     from layershear.data.benchmarks import load_split
     from layershear.model.loading import load_model
 
@@ -117,7 +109,7 @@ def test_wikitext_detokenizer_and_articles(tmp_path):
     assert [p["page"].splitlines()[0] for p in pages] == [" = First = ", " = Second = "]
 
 
-def test_a_generative_document_has_no_loglikelihood_requests(data_dir_or_skip):
+def test_a_generative_document_has_no_loglikelihood_requests(data_dir):
     from layershear.data.benchmarks import load_split
     from layershear.engine.requests import requests_of
 
