@@ -53,16 +53,32 @@ class CalibrationSet:
         return used
 
 
-def _choose_split(entry: CalibTask, source: str, data_dir: Path | None) -> tuple[str, str | None]:
+def _local_split(task: str, wanted: str, fallback: str | None, source: str, data_dir: Path | None, *,
+                 purpose: str, fix: str) -> str | None:
+    """``None`` when ``wanted`` is to be read (the Hub, the local copy has it, or ``auto`` with no local
+    copy), else ``fallback`` where the local copy has it.
+
+    Raises:
+        RecipeError: the local copy lacks both; the message says what the split was for (``purpose``)
+            and what to do (``fix``).
+    """
     if source == "hub":
-        return entry.split, None
-    have = local_splits(entry.task, data_dir)
-    if entry.split in have or (source == "auto" and not have):
-        return entry.split, None
-    fallback = entry.fallback_split or LOCAL_FALLBACK_SPLIT.get(entry.task)
+        return None
+    have = local_splits(task, data_dir)
+    if wanted in have or (source == "auto" and not have):
+        return None
     if fallback is None or fallback not in have:
-        raise RecipeError(f"{entry.task}: the local copy has no {entry.split!r} split (it has: {', '.join(have) or 'none'}) "
-                          "and the recipe names no fallback_split; add one or use --data-source hub")
+        raise RecipeError(f"{task}: the local copy has no {wanted!r} split{purpose} (it has: "
+                          f"{', '.join(have) or 'none'}){fix}")
+    return fallback
+
+
+def _choose_split(entry: CalibTask, source: str, data_dir: Path | None) -> tuple[str, str | None]:
+    fallback = _local_split(entry.task, entry.split, entry.fallback_split or LOCAL_FALLBACK_SPLIT.get(entry.task),
+                            source, data_dir, purpose="",
+                            fix=" and the recipe names no fallback_split; add one or use --data-source hub")
+    if fallback is None:
+        return entry.split, None
     scored = get_task(entry.task).eval_split
     held_out = " and evaluation skips these docs" if fallback == scored else ""
     note = entry.note or (f"{entry.task}: no local {entry.split!r} split; calibrating on a seeded sample of "
@@ -89,15 +105,10 @@ def num_fewshot_of(spec: TaskSpec, requested: int | None, override: int | None =
 def _fewshot_split(spec: TaskSpec, source: str, data_dir: Path | None) -> tuple[str, str | None]:
     """The split few-shot examples come from, and a note when the local copy lacks lm-eval's."""
     wanted = spec.fewshot_split
-    if source == "hub":
+    fallback = _local_split(spec.name, wanted, LOCAL_FALLBACK_SPLIT.get(spec.name), source, data_dir,
+                            purpose=" for few-shot examples", fix="; use --data-source hub or --num-fewshot 0")
+    if fallback is None:
         return wanted, None
-    have = local_splits(spec.name, data_dir)
-    if wanted in have or (source == "auto" and not have):
-        return wanted, None
-    fallback = LOCAL_FALLBACK_SPLIT.get(spec.name)
-    if fallback is None or fallback not in have:
-        raise RecipeError(f"{spec.name}: the local copy has no {wanted!r} split for few-shot examples (it has: "
-                          f"{', '.join(have) or 'none'}); use --data-source hub or --num-fewshot 0")
     return fallback, (f"{spec.name}: no local {wanted!r} split; few-shot examples come from {fallback!r} "
                       f"(lm-eval draws them from {wanted!r}), so prompts differ from lm-eval's")
 
