@@ -85,6 +85,15 @@ def requests_of(items: Sequence) -> list[Request]:
     return out
 
 
+def requests_by_item(requests: Sequence[Request], num_items: int) -> list[list[int]]:
+    """Indices of each item's requests, in request order (``item_requests[i]``: choices of a
+    multiple-choice item; a text token's top-1 hit, then its log-probability)."""
+    out: list[list[int]] = [[] for _ in range(num_items)]
+    for k, req in enumerate(requests):
+        out[req.item].append(k)
+    return out
+
+
 def prefix_token_id(tokenizer) -> int:
     """lm-eval's ``prefix_token_id``: BOS, else EOS (what an empty context is replaced by)."""
     for tok_id in (tokenizer.bos_token_id, tokenizer.eos_token_id):

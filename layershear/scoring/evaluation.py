@@ -18,7 +18,7 @@ from layershear.data.benchmarks import MCItem, get_task, random_accuracy
 from layershear.data.benchmarks.text import TextDoc
 from layershear.engine.config import EngineConfig
 from layershear.engine.loglikelihood import ProgressFn, loglikelihood
-from layershear.engine.requests import requests_of
+from layershear.engine.requests import requests_by_item, requests_of
 from layershear.errors import ScoringError
 from layershear.scoring.accuracy import correct, item_scores, model_accuracy, stderr
 from layershear.scoring.text import CHUNK_TOKENS, expand_text, output_vocab_size
@@ -66,9 +66,9 @@ def _evaluate_text(model, tokenizer, docs: Sequence[TextDoc], *, removed: Iterab
     """Next-token accuracy (with its standard error over tokens) and token perplexity of text documents
     (:mod:`layershear.scoring.text`); ``num_docs`` counts documents, r(D) is 1 / vocabulary size."""
     items = expand_text(docs, tokenizer, vocab_size=output_vocab_size(model), chunk_tokens=chunk_tokens)
-    lls = loglikelihood(model, tokenizer, requests_of(items), removed=removed, label=docs[0].task, **kwargs)
-    result = model_accuracy(frozenset(removed), items, ["acc"] * len(items),
-                            [[2 * k, 2 * k + 1] for k in range(len(items))], lls)
+    requests = requests_of(items)
+    lls = loglikelihood(model, tokenizer, requests, removed=removed, label=docs[0].task, **kwargs)
+    result = model_accuracy(frozenset(removed), items, ["acc"] * len(items), requests_by_item(requests, len(items)), lls)
     task = docs[0].task
     ok = torch.tensor(result.correct, dtype=torch.float64)
     return TaskResult(task, len(docs), {"acc": result.accuracy, "perplexity": result.perplexity_by_task[task]},

@@ -19,7 +19,7 @@ from layershear.data.benchmarks import MCItem
 from layershear.engine.config import EngineConfig
 from layershear.engine.loglikelihood import LoglikelihoodEngine, ProgressFn, RankFn
 from layershear.engine.prefix_cache import CachePlan
-from layershear.engine.requests import requests_of
+from layershear.engine.requests import requests_by_item, requests_of
 from layershear.errors import ScoringError
 from layershear.scoring.accuracy import ModelAccuracy, measure_of, model_accuracy
 from layershear.scoring.racing import BOUND, RaceSettings, eliminated, item_slices, per_test_delta
@@ -91,9 +91,7 @@ class Scorer:
         self.items = expand_text(items, tokenizer, vocab_size=output_vocab_size(model), chunk_tokens=chunk_tokens)
         self.measures = [measure_of(item.task, acc_norm) for item in self.items]
         requests = requests_of(self.items)
-        self.item_requests: list[list[int]] = [[] for _ in self.items]
-        for k, req in enumerate(requests):
-            self.item_requests[req.item].append(k)
+        self.item_requests = requests_by_item(requests, len(self.items))
         self.race = race
         self.item_slice = item_slices(len(self.items), race) if race else [0] * len(self.items)
         self.engine = LoglikelihoodEngine(
