@@ -10,6 +10,9 @@ import click
 from layershear.cli.options import Command, calib_options, command_line, data_of, data_options, model_options
 from layershear.scoring.metric_names import METRICS
 
+SEARCHES = ("greedy", "beam", "astar", "evolve")     # layershear.search.SEARCHES, named here so --help needs no torch
+BOUND_NAMES = ("mcnemar", "serfling")                # layershear.scoring.racing.BOUNDS
+
 
 @click.command(cls=Command, name="prune")
 @click.argument("model")
@@ -21,8 +24,18 @@ from layershear.scoring.metric_names import METRICS
 @click.option("--resume", is_flag=True, help="Continue the interrupted run recorded in OUT.journal.jsonl (a rerun of the same "
               "command resumes too); fails when there is none.")
 @click.option("--restart", is_flag=True, help="Discard the journal of an earlier run into --out and start afresh.")
+@click.option("--search", "search", type=click.Choice(SEARCHES), default=None,
+              help="greedy (the paper), beam (--beam W best partial sets per depth), astar (best-first over partial "
+                   "sets, anytime within --search-budget) or evolve (greedy, then swap mutations with staged "
+                   "selection) [default: greedy, or beam with --beam > 1].")
 @click.option("--beam", "beam_width", type=click.IntRange(min=1), default=1, show_default=True,
               help="Beam width; 1 = the paper's greedy search, >1 backtracks over the best partial removal sets.")
+@click.option("--search-budget", "search_budget", default=None,
+              help="Cap on the search: model evaluations (400) or block-tokens (2e9tokens), comma-separated for both.")
+@click.option("--search-seed", type=int, default=0, show_default=True, help="Seed of the evolutionary mutations.")
+@click.option("--admissible", is_flag=True,
+              help="astar: clip measured drops at 0, an upper bound if removing blocks never raises accuracy and "
+                   "drops never shrink (expands more nodes).")
 @click.option("--eval", "eval_spec", default=None,
               help="Eval suite run before and after pruning on held-out docs (eval-paper, eval-demo, or task[:limit],...).")
 @click.option("--metric", type=click.Choice(METRICS), default="accuracy", show_default=True,
@@ -31,7 +44,10 @@ from layershear.scoring.metric_names import METRICS
 @click.option("--iterative/--one-shot", default=None,
               help="Rescore after every removal (default for accuracy and perplexity) or rank once (default for the others).")
 @click.option("--race", is_flag=True, help="Racing: stop scoring a candidate once a confidence bound shows it cannot be "
-              "removed this step (Hoeffding-Serfling on growing random slices). Exact mode is the default.")
+              "removed this step (on growing random slices of the calibration set). Exact mode is the default.")
+@click.option("--race-bound", type=click.Choice(BOUND_NAMES), default="mcnemar", show_default=True,
+              help="With --race: mcnemar (paired: only documents the two candidates disagree on count) or serfling "
+                   "(Hoeffding-Serfling on the accuracy difference).")
 @click.option("--race-delta", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True,
               help="With --race: probability per step that racing eliminates the candidate exact mode would remove.")
 @click.option("--race-slices", type=click.IntRange(min=2), default=8, show_default=True,
@@ -44,8 +60,9 @@ from layershear.scoring.metric_names import METRICS
 @click.option("--max-shard-size", default="5GB", show_default=True, help="Largest safetensors shard (e.g. 2GB, 500MB).")
 @data_options
 @model_options
-def command(model, ratio, num_remove, calib_spec, acc_norm, engine, out, overwrite, resume, restart, beam_width, eval_spec, metric,
-            iterative, race, race_delta, race_slices, compile_blocks, push_repo, private, max_shard_size, source,
+def command(model, ratio, num_remove, calib_spec, acc_norm, engine, out, overwrite, resume, restart, search, beam_width,
+            search_budget, search_seed, admissible, eval_spec, metric, iterative, race, race_bound, race_delta, race_slices,
+            compile_blocks, push_repo, private, max_shard_size, source,
             data_dir, batch_size, max_length, num_fewshot, add_bos, dtype, device, revision, trust_remote_code) -> None:
     """Score blocks, remove the least relevant ones greedily, export the pruned MODEL (Hub id or local folder).
 
@@ -60,6 +77,7 @@ def command(model, ratio, num_remove, calib_spec, acc_norm, engine, out, overwri
     from layershear.export.exporter import parse_size
     from layershear.pipeline import prune_model
     from layershear.scoring.racing import RaceSettings
+    from layershear.search import AStarSettings, EvolveSettings, parse_budget
     from layershear.search.journal import journal_path
 
     journal = journal_path(out)
@@ -72,6 +90,7 @@ def command(model, ratio, num_remove, calib_spec, acc_norm, engine, out, overwri
     # everything that can fail fast fails before the search
     check_target(out, overwrite, sources=[model] if Path(model).is_dir() else [])
     parse_size(max_shard_size)
+    budget = parse_budget(search_budget)
     if push_repo:
         from layershear.export.hub import check_push
 
@@ -82,9 +101,12 @@ def command(model, ratio, num_remove, calib_spec, acc_norm, engine, out, overwri
             journal.unlink(missing_ok=True)
         with reporting() as on_event:
             run = prune_model(model, calib=calib_spec, ratio=ratio, num_remove=num_remove, metric=metric,
-                              search="greedy" if beam_width == 1 else "beam", beam_width=beam_width,
+                              search=search or ("greedy" if beam_width == 1 else "beam"), beam_width=beam_width,
+                              search_budget=budget, astar=AStarSettings(admissible=admissible),
+                              evolve=EvolveSettings(seed=search_seed),
                               iterative=iterative, acc_norm=acc_norm, engine=engine, compile_blocks=compile_blocks,
-                              eval=eval_spec, race=RaceSettings(delta=race_delta, slices=race_slices) if race else None,
+                              eval=eval_spec, race=RaceSettings(delta=race_delta, slices=race_slices, bound=race_bound)
+                              if race else None,
                               batch_size=batch_size, max_length=max_length, add_bos=add_bos, dtype=dtype, device=device,
                               revision=revision, trust_remote_code=trust_remote_code, data=data_of(source, data_dir, num_fewshot),
                               command=command_line(), journal=journal, on_event=on_event)

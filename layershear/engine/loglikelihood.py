@@ -47,6 +47,8 @@ RankFn = Callable[[int, torch.Tensor], tuple]
 #: eliminate(slice, loglikelihoods) -> blocks: after racing slice ``slice``, the candidates to stop
 #: scoring, from each alive candidate's log-likelihoods (NaN on the slices not scored yet).
 EliminateFn = Callable[[int, dict[int, torch.Tensor]], Iterable[int]]
+#: the same over arbitrary removal sets: eliminate(slice, {removed set: loglikelihoods}) -> sets to drop
+EliminateSetsFn = Callable[[int, dict[frozenset[int], torch.Tensor]], Iterable[frozenset[int]]]
 
 
 class LoglikelihoodEngine:
@@ -68,7 +70,9 @@ class LoglikelihoodEngine:
         cache_plan: where and how densely block inputs are cached (``skip_prefix``); None = chosen
             by measured free memory (:func:`layershear.engine.prefix_cache.plan_cache`).
         slices: racing slice (0, 1, ...) of every request; each slice is laid out on its own so that
-            :meth:`race` can score one slice at a time. None = one slice (no racing; step reuse on).
+            :meth:`race` and :meth:`race_sets` can score one slice at a time. None = one slice.
+        racing: whether the children of a parent are raced (then step reuse is off: a raced child
+            runs only some slices); None = whenever ``slices`` is given.
 
     Raises:
         ScoringError: no requests, unknown engine, a continuation longer than ``max_length``.
@@ -77,7 +81,7 @@ class LoglikelihoodEngine:
     def __init__(self, model, tokenizer, requests: Sequence[Request], *, batch_size: int = 16,
                  max_length: int | None = None, add_bos: bool = False, engine: str | EngineConfig = "fast",
                  on_progress: ProgressFn | None = None, cache_plan: CachePlan | None = None,
-                 slices: Sequence[int] | None = None) -> None:
+                 slices: Sequence[int] | None = None, racing: bool | None = None) -> None:
         if not requests:
             raise ScoringError("There are no requests to score; give at least one document")
         self.config = engine_config(engine)
@@ -103,7 +107,7 @@ class LoglikelihoodEngine:
         self.cache_plan: CachePlan | None = None
         self.step_reuse: StepReuse | None = None
         if self.config.skip_prefix:
-            self._plan_caches(cache_plan, racing=slices is not None)
+            self._plan_caches(cache_plan, racing=slices is not None if racing is None else racing)
 
     def _plan_caches(self, cache_plan: CachePlan | None, *, racing: bool) -> None:
         embeddings = self.model.get_input_embeddings().weight
@@ -234,8 +238,49 @@ class LoglikelihoodEngine:
         if key not in self._exact and self.config.skip_prefix and self._prefix is None:
             self._prefix_for(key)          # the first model scored also caches its block inputs
         if key not in self._exact:
-            self._store(key, self.run(key, label=f"without {sorted(key)}" if key else "full model"))
+            run = self.run_for(key)
+            self.stats.shared_starts += run.source is not None
+            self._store(key, self.run(run.skipped, label=f"without {sorted(key)}" if key else "full model",
+                                      hook=run.hook, caches=run.caches))
         return self._exact[key]
+
+    def run_for(self, removed: Iterable[int]) -> Run:
+        """How to compute the model without ``removed``, an arbitrary set (a search may visit sets that
+        are not children of the last parent): from the deepest cached block input that this model
+        shares, else a full forward.
+
+        The input entering block k is the same in two models whose removed blocks below k are the
+        same (:func:`layershear.engine.step_reuse.state_key`). Looked up: the prefix cache of the
+        last parent (the models without P share every input up to the first block where ``removed``
+        and P differ) and the states step reuse stored. The run then computes only the model's
+        blocks from k on; the numbers are those of a full forward on the same batches.
+        """
+        removed = frozenset(removed)
+        best = Run(removed)
+        options = []
+        cache = self._prefix
+        if cache is not None and cache.stored:
+            differ = removed ^ cache.removed
+            first = min(differ) if differ else self.num_blocks
+            usable = [k for k in cache.stored if k <= first and cache.states.get(k)]
+            if usable:
+                options.append((max(usable), cache))
+        if self.step_reuse is not None:
+            found = self.step_reuse.lookup(removed, after=-1)
+            if found is not None:
+                options.append(found)
+        for k, inputs in options:
+            run = stored_run(removed, k, inputs, self.num_blocks)
+            if run is not None and len(run.skipped) > len(best.skipped):
+                best = run
+        return best
+
+    def anchor(self, removed: Iterable[int]) -> None:
+        """Cache the block inputs of the model without ``removed`` (the prefix cache), so that the
+        sets scored next start from them (:meth:`run_for`): an evolutionary search anchors its
+        current best set, whose offspring differ from it by a swap."""
+        if self.config.skip_prefix:
+            self._prefix_for(frozenset(removed))
 
     def children(self, parent: Iterable[int], blocks: Iterable[int], *, rank: RankFn) -> dict[int, torch.Tensor]:
         """Log-likelihoods of f without b, for each block b of ``blocks`` still in f = the model
@@ -356,23 +401,41 @@ class LoglikelihoodEngine:
             block -> float64 ``[num_requests]`` of the candidates scored on every slice.
         """
         parent = frozenset(parent)
-        cache = self._prefix_for(parent) if self.config.skip_prefix else None
-        lls = {b: torch.full((len(self.requests),), float("nan"), dtype=torch.float64) for b in blocks}
-        alive = list(blocks)
-        for sl, batch_ids in enumerate(self.slice_batches):
-            for b in alive:
-                run = child_run(cache, parent, b, self.num_blocks)
-                out = self.run(run.skipped, label=f"without {sorted(parent | {b})} (slice {sl + 1})",
+        if self.config.skip_prefix:
+            self._prefix_for(parent)
+        sets = {parent | {b}: b for b in blocks}
+        out = self.race_sets(list(sets), lambda sl, lls: {parent | {b} for b in eliminate(sl, {sets[r]: v for r, v in lls.items()})})
+        return {sets[r]: v for r, v in out.items()}
+
+    def race_sets(self, sets: Sequence[frozenset[int]], eliminate: EliminateSetsFn,
+                  slices: int | None = None) -> dict[frozenset[int], torch.Tensor]:
+        """Score the models without each of ``sets`` (arbitrary removal sets) slice by slice, each
+        from its deepest cached block input (:meth:`run_for`); after every slice but the last,
+        ``eliminate(slice, lls)`` names the sets to stop scoring. ``slices``: score only the first
+        this many slices (None: all); a set is memoised as exact only when it ran every slice.
+
+        Returns:
+            removed set -> float64 ``[num_requests]`` (NaN on slices not run) of the sets still alive.
+        """
+        last = len(self.slice_batches) if slices is None else min(slices, len(self.slice_batches))
+        lls = {r: torch.full((len(self.requests),), float("nan"), dtype=torch.float64) for r in map(frozenset, sets)}
+        alive = list(lls)
+        runs = {r: self.run_for(r) for r in alive}
+        for sl, batch_ids in enumerate(self.slice_batches[:last]):
+            for r in alive:
+                run = runs[r]
+                out = self.run(run.skipped, label=f"without {sorted(r)} (slice {sl + 1})",
                                caches=run.caches, hook=run.hook, only=batch_ids)
                 index = [k for j in batch_ids for k in requests_in(self.batches[j])]
-                lls[b][index] = out[index]
-            if sl == len(self.slice_batches) - 1:
+                lls[r][index] = out[index]
+            if sl == last - 1:
                 break
-            for b in list(eliminate(sl, {b: lls[b] for b in alive})):
-                alive.remove(b)
-        for b in alive:
-            self._store(parent | {b}, lls[b])
-        return {b: lls[b] for b in alive}
+            for r in list(eliminate(sl, {r: lls[r] for r in alive})):
+                alive.remove(r)
+        if last == len(self.slice_batches):
+            for r in alive:
+                self._store(r, lls[r])
+        return {r: lls[r] for r in alive}
 
     def _prefix_for(self, parent: frozenset[int]) -> BlockInputs:
         """Cached block inputs of f = model without ``parent`` (the blocks :attr:`cache_plan` keeps),
@@ -403,6 +466,12 @@ class LoglikelihoodEngine:
             start = old.checkpoint_before(b)
             run = Run(parent | {k for k in kept if k < start}, lambda m: injecting(m, old, start), caches=(old,))
             run = run.capturing([k for k in kept if k >= start], new, after)
+        elif old is not None and (start := self._shared_start(old, parent, kept)) is not None:
+            # any other parent (a backtracking search): the inputs below the first block where the two
+            # models differ are the same; run from the deepest of them
+            new.states = {k: old.states[k] for k in store if k < start}
+            run = Run(parent | {k for k in kept if k < start}, lambda m: injecting(m, old, start), caches=(old,))
+            run = run.capturing([k for k in kept if k >= start], new, {k for k in store if k >= start})
         else:
             run = Run(parent).capturing(kept, new)
         lls = self.run(run.skipped, label=f"caching block inputs without {sorted(parent)}", hook=run.hook,
@@ -412,6 +481,15 @@ class LoglikelihoodEngine:
         self.stats.cache_bytes = max(self.stats.cache_bytes, new.nbytes + (old.nbytes if old else 0)
                                      + (self.step_reuse.nbytes if self.step_reuse else 0))
         return new
+
+    @staticmethod
+    def _shared_start(old: BlockInputs, parent: frozenset[int], kept: list[int]) -> int | None:
+        """The deepest block of ``old`` (the cache of another model) whose cached input the model
+        without ``parent`` shares, with a block of that model at or after it; None if none saves work."""
+        differ = parent ^ old.removed
+        first = min(differ) if differ else max(kept)
+        usable = [k for k in old.stored if k <= first and old.states.get(k) and k > kept[0] and k <= kept[-1]]
+        return max(usable) if usable else None
 
     def _store(self, removed: frozenset[int], lls: torch.Tensor) -> None:
         self._exact.setdefault(removed, lls)

@@ -34,7 +34,9 @@ class EngineStats:
     stored by an earlier candidate run and so ran fewer blocks (:mod:`layershear.engine.step_reuse`);
     ``reused_prefixes`` counts steps whose prefix cache came whole from the removed block's run;
     ``stacked_runs`` counts candidates that shared stacked passes (:mod:`layershear.engine.stacking`; a
-    stacked pass counts once in ``forward_passes``). ``padding_fraction`` = 1 - real_tokens / padded_tokens.
+    stacked pass counts once in ``forward_passes``); ``shared_starts`` counts models outside a parent's
+    children (a search's arbitrary removal sets) that started from a cached block input they share
+    (:meth:`layershear.engine.loglikelihood.LoglikelihoodEngine.run_for`). ``padding_fraction`` = 1 - real_tokens / padded_tokens.
     """
 
     forward_passes: int = 0
@@ -47,6 +49,7 @@ class EngineStats:
     reused_runs: int = 0
     reused_prefixes: int = 0
     stacked_runs: int = 0
+    shared_starts: int = 0
 
     def count(self, shapes: Sequence[BatchShape], *, blocks_run: int, passes: bool = True) -> None:
         """Add one pass over the calibration set: ``shapes`` from :func:`batch_shape`, ``blocks_run`` blocks

@@ -36,7 +36,10 @@ def calibration_dict(calib: CalibrationSet, *, measures: dict[str, str], num_tok
 
 
 def search_dict(result: SearchResult) -> dict[str, Any]:
-    """The search: strategy, removed and kept blocks, and every step's candidates."""
+    """The search: strategy, removed and kept blocks, every step's candidates (with the documents each
+    was scored on: fewer than the calibration set's when racing dropped it), the evolutionary moves,
+    blocks completed after the budget ran out (what it cost: :func:`search_cost_dict`)."""
+
     return {
         "width": result.width,
         "strategy": result.strategy,
@@ -49,10 +52,23 @@ def search_dict(result: SearchResult) -> dict[str, Any]:
                    "accuracy": s.chosen.accuracy, "accuracy_by_task": s.chosen.accuracy_by_task,
                    "relevance_by_task": s.chosen.relevance_by_task,
                    "candidates": [{"block_idx": c.block_idx, "relevance": c.relevance, "accuracy": c.accuracy,
-                                   "exact": c.exact, "sequences": c.sequences}
+                                   "exact": c.exact, "sequences": c.sequences, "documents": c.documents}
                                   for c in s.candidates]}
                   for s in result.steps],
+        "refinements": [{"generation": m.generation, "put_back": list(m.put_back), "removed": list(m.removed),
+                         "accuracy_before": m.before.accuracy, "accuracy_after": m.after.accuracy}
+                        for m in result.refinements],
+        "completed": list(result.completed),
+        "notes": list(result.notes),
     }
+
+
+def search_cost_dict(result: SearchResult) -> dict[str, Any] | None:
+    """What the search cost this run (``cost.search`` of ``layershear.json``): evaluations,
+    block-tokens, documents, expansions, generations; wall time is the record's ``cost.seconds``."""
+    if result.cost is None:
+        return None
+    return {k: v for k, v in dataclasses.asdict(result.cost).items() if k != "seconds"}
 
 
 def eval_dict(results: Sequence[TaskResult]) -> list[dict[str, Any]]:

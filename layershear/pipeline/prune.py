@@ -22,9 +22,10 @@ from layershear.inputs import DataSource, eval_documents
 from layershear.pipeline.run import EventFn, HeldOut, PruneEvent, PruneRun, draw_calibration, load_for_job
 from layershear.scoring.metric_names import ITERATIVE_BY_DEFAULT, METRICS
 from layershear.scoring.racing import RaceSettings
-
-#: what a search strategy is called in ``search=``
-SEARCHES = ("greedy", "beam")
+from layershear.search.astar import ASTAR, AStarSettings
+from layershear.search.budget import NO_BUDGET, SearchBudget
+from layershear.search.evolve import EVOLVE, EvolveSettings
+from layershear.search.greedy import SEARCHES
 
 
 def _check(metric: str, search: str, beam_width: int, iterative: bool | None, race: Any, compile_blocks: bool) -> bool:
@@ -33,19 +34,22 @@ def _check(metric: str, search: str, beam_width: int, iterative: bool | None, ra
         raise LayershearError(f"Unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
     if search not in SEARCHES:
         raise LayershearError(f"Unknown search {search!r}; choose one of: {', '.join(SEARCHES)}")
-    if beam_width < 1 or (search == "greedy" and beam_width != 1):
-        raise LayershearError(f"beam width {beam_width}: greedy search has width 1; use search='beam' with a width >= 1")
+    if beam_width < 1 or (search != "beam" and beam_width != 1):
+        raise LayershearError(f"beam width {beam_width} applies to search='beam' (--search beam --beam W); "
+                              f"{search} has none")
     iterative = metric in ITERATIVE_BY_DEFAULT if iterative is None else iterative
     if metric == "accuracy" and not iterative:
         raise LayershearError("--one-shot is for the baseline metrics; accuracy relevance is scored greedily (drop --one-shot)")
     if metric != "accuracy" and (race is not None or search != "greedy" or compile_blocks):
-        raise LayershearError(f"--race, --beam and --compile apply to --metric accuracy, not {metric}")
+        raise LayershearError(f"--race, --search, --beam and --compile apply to --metric accuracy, not {metric}")
     return iterative
 
 
 def prune_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | CalibrationSet = "mix10",
                 ratio: float | None = None, num_remove: int | None = None, metric: str = "accuracy",
-                search: str = "greedy", beam_width: int = 1, iterative: bool | None = None,
+                search: str = "greedy", beam_width: int = 1, search_budget: SearchBudget = NO_BUDGET,
+                astar: AStarSettings = ASTAR, evolve: EvolveSettings = EVOLVE,
+                iterative: bool | None = None,
                 acc_norm: bool | None = None, engine: str | EngineConfig = "fast", race: RaceSettings | None = None,
                 compile_blocks: bool = False, eval: str | EvalSuite | None = None, batch_size: int = 16,
                 max_length: int | None = None, add_bos: bool = False, dtype: str = "auto", device: str = "auto",
@@ -62,7 +66,12 @@ def prune_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Calib
         ratio: fraction of the blocks to remove, in (0, 1), rounded half up; or ``num_remove``.
         metric: ``accuracy`` (the paper's AccBasedRelevance) or a baseline: ``cosine``, ``angular``,
             ``perplexity``, ``taylor`` (:mod:`layershear.scoring.baselines`).
-        search: ``greedy`` (the paper) or ``beam`` (``beam_width`` partial removal sets per depth).
+        search: ``greedy`` (the paper), ``beam`` (``beam_width`` partial removal sets per depth),
+            ``astar`` (A*-style best-first over partial sets) or ``evolve`` (greedy, then swap
+            mutations with staged selection); all maximise the calibration accuracy of the pruned
+            model (:class:`layershear.search.greedy.GreedyPruner`).
+        search_budget: evaluations / block-tokens the search may spend (:mod:`layershear.search.budget`).
+        astar, evolve: settings of those searches (:mod:`layershear.search.astar`, :mod:`layershear.search.evolve`).
         iterative: rescore after every removal (baselines; None = the metric's default).
         acc_norm: score every task by acc_norm / acc (None = lm-eval's choice per task).
         engine: ``fast`` or ``reference`` (lm-eval's computation), or an ``EngineConfig``.
@@ -114,11 +123,15 @@ def prune_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Calib
     log = None
     if journal is not None and metric == "accuracy":
         depends = {"num_remove": k, "search": search, "beam_width": beam_width, "acc_norm": acc_norm,
+                   "search_budget": dataclasses.asdict(search_budget),
+                   **({"astar": dataclasses.asdict(astar)} if search == "astar" else {}),
+                   **({"evolve": dataclasses.asdict(evolve)} if search == "evolve" else {}),
                     "engine": engine if isinstance(engine, str) else repr(engine), "compile": compile_blocks,
                     "race": dataclasses.asdict(race) if race else None, **opts}
         log = open_journal(journal, hf_model, source, revision, calibration, depends)
     started = time.perf_counter()
-    found = (search_by_accuracy(hf_model, tokenizer, calibration, k, width=beam_width, acc_norm=acc_norm, engine=engine,
+    found = (search_by_accuracy(hf_model, tokenizer, calibration, k, search=search, width=beam_width,
+                                budget=search_budget, astar=astar, evolve=evolve, acc_norm=acc_norm, engine=engine,
                                 race=race, compile_blocks=compile_blocks, emit=emit, journal=log, **opts)
              if metric == "accuracy"
              else search_by_baseline(hf_model, tokenizer, calibration, k, num_blocks=num_blocks, metric=metric, iterative=iterative,
@@ -128,7 +141,8 @@ def prune_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Calib
                   if held_out is not None else None)
     settings = {"ratio": ratio, "num_remove": k, "metric": metric, "strategy": found.strategy, "iterative": iterative,
                 "acc_norm": acc_norm, "engine": engine if isinstance(engine, str) else "custom", "dtype": dtype,
-                "device": device, "beam_width": beam_width, "eval": held_out[0] if held_out else None}
+                "device": device, "search": search, "beam_width": beam_width,
+                "search_budget": dataclasses.asdict(search_budget), "eval": held_out[0] if held_out else None}
     record = found.record(calibration, source=source, settings=settings, seconds=seconds, held_out=evaluation,
                           command=command or _call(source, calibration, ratio, num_remove, metric, search, beam_width))
     if log is not None:
@@ -185,7 +199,8 @@ def _call(source, calibration, ratio, num_remove, metric, search, width) -> str:
     args = [repr(source), f"calib={calibration.recipe!r}",
             f"ratio={ratio}" if ratio is not None else f"num_remove={num_remove}"]
     args += [f"metric={metric!r}"] if metric != "accuracy" else []
-    args += [f"search={search!r}, beam_width={width}"] if search != "greedy" else []
+    args += [f"search={search!r}"] if search != "greedy" else []
+    args += [f"beam_width={width}"] if width != 1 else []
     return f"layershear.prune_model({', '.join(args)})"
 
 

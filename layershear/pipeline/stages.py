@@ -15,12 +15,16 @@ from layershear.data.benchmarks import MCItem
 from layershear.data.calibration import CalibrationSet
 from layershear.engine.config import ENGINES, EngineConfig
 from layershear.errors import LayershearError
-from layershear.export.record import accuracy_dict, calibration_dict, eval_dict, run_record, search_dict
+from layershear.export.record import (accuracy_dict, calibration_dict, eval_dict, run_record, search_cost_dict,
+                                      search_dict)
 from layershear.pipeline.run import EngineProgress, EventFn, HeldOut, PruneEvent
 from layershear.scoring.accuracy import ModelAccuracy
 from layershear.scoring.evaluation import TaskResult, evaluate_suite
 from layershear.scoring.scorer import Scorer
+from layershear.search.astar import ASTAR, AStarSettings
 from layershear.search.baseline import MetricRemoval, remove_by_metric
+from layershear.search.budget import NO_BUDGET, SearchBudget
+from layershear.search.evolve import EVOLVE, EvolveSettings
 from layershear.search.greedy import GreedyPruner
 from layershear.search.journal import SearchJournal
 from layershear.search.result import SearchResult, SearchStep
@@ -50,7 +54,8 @@ class Found:
         }
         if self.search is not None:
             sections["search"] = search_dict(self.search)
-            sections["cost"] = {"seconds": round(seconds, 2), "compiled": self.compiled, **scorer.cost()}
+            sections["cost"] = {"seconds": round(seconds, 2), "compiled": self.compiled, **scorer.cost(),
+                                "search": search_cost_dict(self.search)}
         else:
             sections["search"] = {**self.baseline.to_dict(), "full": accuracy_dict(self.full),
                                   "final": accuracy_dict(self.final)}
@@ -75,7 +80,7 @@ def build_scorer(model, tokenizer, items, *, race=None, **kwargs):
         return Scorer(model, tokenizer, items, race=race, **kwargs)
     if race is not None:
         raise LayershearError("--race applies to multiple-choice calibration sets, not generative ones (gsm8k)")
-    for key in ("acc_norm", "engine", "cache_plan"):       # log-likelihood settings
+    for key in ("acc_norm", "engine", "cache_plan", "slices"):       # log-likelihood settings
         kwargs.pop(key, None)
     return GenerativeScorer(model, tokenizer, items, **kwargs)
 
@@ -88,16 +93,29 @@ def _step_line(depth: int, total: int, step: SearchStep) -> str:
 
 def search_by_accuracy(model, tokenizer, calibration: CalibrationSet, num_remove: int, *, width: int,
                        acc_norm: bool | None, engine: str | EngineConfig, race, compile_blocks: bool, emit: EventFn,
-                       journal: SearchJournal | None = None, **opts) -> Found:
-    """Greedy (``width`` 1) or beam search by accuracy-based relevance, recorded in ``journal`` (and
-    resumed from it) if given; ``opts``: batch_size, max_length, add_bos."""
+                       journal: SearchJournal | None = None, search: str | None = None,
+                       budget: SearchBudget = NO_BUDGET, astar: AStarSettings = ASTAR,
+                       evolve: EvolveSettings = EVOLVE, **opts) -> Found:
+    """Search by accuracy-based relevance (greedy, beam of ``width``, A*-style or evolutionary, see
+    :class:`GreedyPruner`), recorded in ``journal`` (and resumed from it) if given; ``opts``:
+    batch_size, max_length, add_bos."""
     if compile_blocks:
         from layershear.engine.compile import compile_blocks as compile_parts
 
         emit(PruneEvent("info", f"compiling {len(compile_parts(model))} decoder-block modules (at their first forward)"))
+    staged = {"slices": evolve.slices} if search == "evolve" else {}
     scorer = build_scorer(model, tokenizer, calibration.items, acc_norm=acc_norm, engine=engine, race=race,
-                          on_progress=EngineProgress(emit), **opts)
-    pruner = GreedyPruner(scorer, beam_width=width, journal=journal,
+                          on_progress=EngineProgress(emit), **staged, **opts)
+    if search == "evolve" and not isinstance(scorer, Scorer):
+        raise LayershearError("--search evolve scores sets on slices of a log-likelihood calibration set; it does not "
+                              "apply to generative ones (gsm8k): use greedy, beam or astar")
+
+    def on_generation(generation: int, best: ModelAccuracy, improved: bool) -> None:
+        emit(PruneEvent("info", f"generation {generation}: {'improved' if improved else 'no better offspring'}; best "
+                                f"set {sorted(best.removed)}, calibration acc {100 * best.accuracy:.2f}%"))
+
+    pruner = GreedyPruner(scorer, search=search, beam_width=width, journal=journal, budget=budget, astar=astar,
+                          evolve=evolve, on_generation=on_generation,
                           on_step=lambda d, n, step: emit(PruneEvent("info", _step_line(d, n, step))))
     total = scorer.expect(pruner.plan(num_remove))
     for line in scorer.describe(steps=num_remove):

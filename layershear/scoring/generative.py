@@ -221,6 +221,16 @@ class GenerativeScorer:
         """Distinct candidate models scored so far."""
         return len(self._memo)
 
+    @property
+    def evaluations(self) -> int:
+        """Distinct candidate models scored so far (the unit of a search budget)."""
+        return len(self._memo)
+
+    @property
+    def documents_scored(self) -> int:
+        """Documents generated for so far, summed over the models."""
+        return len(self._memo) * len(self.items)
+
     def expect(self, plan: SearchPlan) -> int:
         """Generate batches the search costs at most (``plan.models`` x batches): a progress bar's total."""
         return plan.models * len(self.engine.batches)

@@ -59,7 +59,8 @@ class BlockScore:
     """Relevance of one block relative to the model it is removed from (paper: AccBasedRelevance).
 
     ``accuracy`` (and its per-task parts) is the accuracy of that model without the block, in [0, 1];
-    ``exact`` and ``sequences`` are those of its :class:`ModelAccuracy` (racing).
+    ``exact`` and ``sequences`` are those of its :class:`ModelAccuracy` (racing); ``documents``: the
+    calibration items it was scored on (all of D unless racing dropped it).
     """
 
     block_idx: int
@@ -70,6 +71,7 @@ class BlockScore:
     gold_prob: float
     exact: bool = True
     sequences: int = 0
+    documents: int = 0
 
 
 def block_score(parent: ModelAccuracy, child: ModelAccuracy, block_idx: int) -> BlockScore:
@@ -88,4 +90,5 @@ def block_score(parent: ModelAccuracy, child: ModelAccuracy, block_idx: int) -> 
         gold_prob=child.gold_prob,
         exact=child.exact,
         sequences=child.sequences,
+        documents=len(child.correct),
     )

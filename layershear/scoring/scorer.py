@@ -22,7 +22,7 @@ from layershear.engine.prefix_cache import CachePlan
 from layershear.engine.requests import requests_by_item, requests_of
 from layershear.errors import ScoringError
 from layershear.scoring.accuracy import ModelAccuracy, measure_of, model_accuracy
-from layershear.scoring.racing import BOUND, RaceSettings, eliminated, item_slices, per_test_delta
+from layershear.scoring.racing import RaceSettings, better_than, eliminated, item_slices, per_test_delta
 from layershear.scoring.relevance import BlockScore, block_score, check_defined
 from layershear.scoring.text import CHUNK_TOKENS, expand_text, output_vocab_size
 
@@ -66,6 +66,9 @@ class Scorer:
             task (:func:`layershear.scoring.accuracy.measure_of`).
         race: race the candidates of each step on growing random slices of D and stop scoring those
             that cannot be removed this step (:mod:`layershear.scoring.racing`); None = exact mode.
+        slices: lay D out in this many random slices even without racing, so that a search can score
+            sets on part of D first (the evolutionary search's staged selection, :meth:`select`);
+            racing's own ``slices`` win. None = one slice (unless racing).
         chunk_tokens: text documents of D (:class:`layershear.data.benchmarks.text.TextDoc`) are cut
             into chunks of this many tokens and every token is scored as one item, by next-token
             accuracy (:mod:`layershear.scoring.text`).
@@ -85,7 +88,7 @@ class Scorer:
                  max_length: int | None = None, acc_norm: bool | None = None, add_bos: bool = False,
                  engine: str | EngineConfig = "fast", on_progress: ProgressFn | None = None,
                  cache_plan: CachePlan | None = None, race: RaceSettings | None = None,
-                 chunk_tokens: int = CHUNK_TOKENS) -> None:
+                 chunk_tokens: int = CHUNK_TOKENS, slices: int | None = None) -> None:
         if not items:
             raise ScoringError("The calibration set is empty; check the recipe's tasks and fractions")
         self.items = expand_text(items, tokenizer, vocab_size=output_vocab_size(model), chunk_tokens=chunk_tokens)
@@ -93,11 +96,12 @@ class Scorer:
         requests = requests_of(self.items)
         self.item_requests = requests_by_item(requests, len(self.items))
         self.race = race
-        self.item_slice = item_slices(len(self.items), race) if race else [0] * len(self.items)
+        layout = race or (RaceSettings(slices=slices) if slices else None)
+        self.item_slice = item_slices(len(self.items), layout) if layout else [0] * len(self.items)
         self.engine = LoglikelihoodEngine(
             model, tokenizer, requests, batch_size=batch_size, max_length=max_length, add_bos=add_bos, engine=engine,
             on_progress=on_progress, cache_plan=cache_plan,
-            slices=[self.item_slice[r.item] for r in requests] if race else None)
+            slices=[self.item_slice[r.item] for r in requests] if layout else None, racing=race is not None)
         self.num_blocks = self.engine.num_blocks
         self._memo: dict[frozenset[int], ModelAccuracy] = {}
         self._raced: dict[frozenset[int], ModelAccuracy] = {}   # racing estimates of eliminated candidates
@@ -128,14 +132,37 @@ class Scorer:
         """The engine's plan (:meth:`LoglikelihoodEngine.describe`) and a line on racing, if on."""
         lines = self.engine.describe(steps=steps)
         if self.race is not None:
-            lines.append(f"racing: {BOUND}; delta {self.race.delta} per step, {self.race.slices} slices, "
-                         f"keep {self.race.keep}")
+            lines.append(f"racing: {self.race.description}; delta {self.race.delta} per step, {self.race.slices} "
+                         f"slices, keep {self.race.keep}")
         return lines
 
     def cost(self) -> dict:
         """The engine's work and plan (:meth:`LoglikelihoodEngine.cost`) and the racing settings."""
-        race = {"bound": BOUND, **dataclasses.asdict(self.race)} if self.race else None
-        return {**self.engine.cost(), "race": race}
+        race = {"bound_description": self.race.description, **dataclasses.asdict(self.race)} if self.race else None
+        return {**self.engine.cost(), "race": race, "evaluations": self.evaluations,
+                "documents_scored": self.documents_scored}
+
+    @property
+    def evaluations(self) -> int:
+        """Distinct models scored so far, exactly or on part of D (racing, staged selection)."""
+        return len(self._memo) + len(self._raced)
+
+    @property
+    def documents_scored(self) -> int:
+        """Calibration documents scored so far, summed over the models (a racing estimate counts the
+        documents it saw): the unit racing saves."""
+        return sum(len(a.correct) for a in self._memo.values()) + sum(len(a.correct) for a in self._raced.values())
+
+    def estimate(self, removed: Iterable[int]) -> ModelAccuracy | None:
+        """The exact accuracy of the model without ``removed`` if scored, else its racing or staged
+        estimate if it has one, else None (nothing is scored)."""
+        key = frozenset(removed)
+        return self._memo.get(key) or self._raced.get(key)
+
+    def anchor(self, removed: Iterable[int]) -> None:
+        """Cache the block inputs of the model without ``removed``: the sets scored next that share a
+        prefix of it start there (:meth:`LoglikelihoodEngine.anchor`)."""
+        self.engine.anchor(removed)
 
     def _result(self, removed: frozenset[int], lls: torch.Tensor, items: Sequence[int] | None = None) -> ModelAccuracy:
         """Accuracy from per-request ``lls``; on the item indices ``items`` only (a racing estimate) if given."""
@@ -184,12 +211,67 @@ class Scorer:
             seen.extend(i for i, x in enumerate(self.item_slice) if x == sl)
             partial = {b: self._result(parent | {b}, ll, seen) for b, ll in lls.items()}
             out = eliminated({b: torch.tensor(r.correct) for b, r in partial.items()}, total=len(self.items),
-                             delta=delta, keep=self.race.keep)
+                             delta=delta, keep=self.race.keep, bound=self.race.bound)
             for b in out:
                 self._raced[parent | {b}] = partial[b]
             return out
 
         self.engine.race(parent, missing, eliminate)
+
+    def select(self, candidates: Sequence[Iterable[int]], *, stages: Sequence[tuple[int, int]],
+               reference: ModelAccuracy | None = None) -> dict[frozenset[int], ModelAccuracy]:
+        """Staged selection over arbitrary removal sets (EvoPress, arXiv 2410.14649): score every
+        candidate on the first slices of D, keep only the best few for the next slices, and score the
+        survivors of the last stage on all of D.
+
+        Args:
+            candidates: removal sets (each scored from its deepest shared cached block input).
+            stages: ``(slices seen, candidates kept)`` pairs, e.g. ``((1, 4), (2, 2), (4, 1))``: after
+                the first slice keep the best 4 (by calibration accuracy on the documents seen,
+                then gold probability), after two slices the best 2, after four the best one, which
+                is then scored on every slice. D must be laid out in slices (``slices`` or racing).
+            reference: with racing on, a candidate is also dropped as soon as the paired bound shows
+                that ``reference`` (the search's current best, scored exactly) is better on D
+                (:func:`layershear.scoring.racing.better_than`, delta split over candidates x looks).
+
+        Returns:
+            set -> accuracy: exact for the survivors, an estimate on the documents seen (``exact``
+            False) for the others.
+
+        Raises:
+            ScoringError: D is not laid out in slices.
+        """
+        sets = list(dict.fromkeys(frozenset(c) for c in candidates))
+        done = {r: self._memo[r] for r in sets if r in self._memo}
+        todo = [r for r in sets if r not in done and r not in self._raced]
+        if todo and len(self.engine.slice_batches) < 2:
+            raise ScoringError("staged selection needs the calibration set in slices; build the Scorer with slices=8")
+        keep_after = {n: k for n, k in stages}
+        delta = self.race.delta / max(1, len(todo) * len(self.engine.slice_batches)) if self.race else 0.0
+        seen: list[int] = []
+
+        def eliminate(sl: int, lls: dict[frozenset[int], torch.Tensor]) -> set[frozenset[int]]:
+            seen.extend(i for i, x in enumerate(self.item_slice) if x == sl)
+            partial = {r: self._result(r, ll, seen) for r, ll in lls.items()}
+            out: set[frozenset[int]] = set()
+            if self.race is not None and reference is not None:
+                correct = {r: torch.tensor(a.correct) for r, a in partial.items()}
+                ref = torch.tensor([reference.correct[i] for i in seen])
+                for r in partial:
+                    if None in better_than({None: ref, r: correct[r]}, total=len(self.items), delta=delta,
+                                           bound=self.race.bound)[r]:
+                        out.add(r)
+            if sl + 1 in keep_after:
+                ranked = sorted((r for r in partial if r not in out), key=lambda r: partial[r].rank_key)
+                out |= set(ranked[keep_after[sl + 1]:])
+            for r in out:
+                self._raced[r] = partial[r]
+            return out
+
+        if todo:
+            for r, ll in self.engine.race_sets(todo, eliminate).items():
+                self._memoised(r, ll)
+        return {r: self._memo.get(r) or self._raced[r] for r in sets}
 
     def score_blocks(self, removed: Iterable[int] = ()) -> list[BlockScore]:
         """Relevance of every block still present in f = the model without ``removed``.

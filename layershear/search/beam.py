@@ -16,14 +16,11 @@ from layershear.errors import ScoringError
 from layershear.scoring.accuracy import ModelAccuracy
 from layershear.scoring.relevance import BlockScore, block_score, check_defined
 from layershear.scoring.scorer import SearchPlan
+from layershear.search.budget import NO_BUDGET, SearchBudget, Spent, SpentFn
 from layershear.search.count import check_count
+from layershear.search.objective import AccuracyFn, ChildrenFn, Objective, complete
 from layershear.search.result import SearchResult, SearchStep
 
-#: accuracy(removed) -> calibration accuracy of the model without those blocks.
-AccuracyFn = Callable[[frozenset[int]], ModelAccuracy]
-#: children(removed, blocks) -> {b: accuracy of the model without removed | {b}}; lets a scorer share
-#: work between the candidates of one step (``Scorer.children``).
-ChildrenFn = Callable[[frozenset[int], list[int]], dict[int, ModelAccuracy]]
 #: on_step(depth, num_remove, best): called when a depth is complete; ``best`` is the last step of the
 #: best path so far (for progress lines and logging).
 StepFn = Callable[[int, int, SearchStep], None]
@@ -67,7 +64,8 @@ def beam_plan(num_blocks: int, num_remove: int, width: int = 1) -> SearchPlan:
 
 
 def beam_search(accuracy: AccuracyFn, *, num_blocks: int, num_remove: int, width: int = 1,
-                on_step: StepFn | None = None, children: ChildrenFn | None = None) -> SearchResult:
+                on_step: StepFn | None = None, children: ChildrenFn | None = None,
+                budget: SearchBudget = NO_BUDGET, spent: SpentFn = Spent) -> SearchResult:
     """Remove ``num_remove`` of ``num_blocks`` blocks.
 
     Args:
@@ -77,6 +75,8 @@ def beam_search(accuracy: AccuracyFn, *, num_blocks: int, num_remove: int, width
         width: beam width; 1 = greedy.
         on_step: called as ``on_step(depth, num_remove, best_step)`` after each depth.
         children: scores all candidates of one parent at once (default: ``accuracy`` on each).
+        budget, spent: checked before each depth; when the budget is spent the best path is
+            finished from its last step's relevances (:func:`layershear.search.objective.complete`).
 
     Returns:
         The best path found; for width 1 exactly the greedy removal order.
@@ -88,14 +88,26 @@ def beam_search(accuracy: AccuracyFn, *, num_blocks: int, num_remove: int, width
     if width < 1:
         raise ScoringError(f"Beam width must be >= 1, got {width}")
     children_of = children or (lambda removed, blocks: {b: accuracy(removed | {b}) for b in blocks})
+    start = spent()
     full = accuracy(frozenset())
     beam = [_Path((), full)]
+    expansions = 0
     for depth in range(1, num_remove + 1):
+        if depth > 1 and budget.exhausted(spent(), start):
+            best = beam[0]
+            added, end = complete(Objective(num_blocks, accuracy, children_of), best.removed,
+                                  best.steps[-1].candidates, num_remove)
+            return SearchResult(num_blocks=num_blocks, removed=best.removed + added, steps=best.steps, full=full,
+                                width=width, completed=added, end=end,
+                                notes=(f"search budget ({budget.describe()}) spent after {depth - 1} steps; "
+                                       f"{len(added)} blocks added from step {depth - 1}'s relevances",),
+                                cost=_expansions(expansions))
         candidates: dict[frozenset[int], _Path] = {}
         alive = [path for path in beam if path.accuracy.above_random]
         if not alive:        # a beam path at chance is set aside; the search stops only when all are
             check_defined(beam[0].accuracy)
         for path in alive:
+            expansions += 1
             for child in _expand(path, children_of, num_blocks):
                 if not child.accuracy.exact:      # racing showed `width` siblings are better
                     continue
@@ -106,4 +118,12 @@ def beam_search(accuracy: AccuracyFn, *, num_blocks: int, num_remove: int, width
         if on_step is not None:
             on_step(depth, num_remove, beam[0].steps[-1])
     best = beam[0]
-    return SearchResult(num_blocks=num_blocks, removed=best.removed, steps=best.steps, full=full, width=width)
+    return SearchResult(num_blocks=num_blocks, removed=best.removed, steps=best.steps, full=full, width=width,
+                        cost=_expansions(expansions))
+
+
+def _expansions(n: int):
+    """A cost holding only the expansions (the caller fills in the rest, :func:`layershear.search.greedy`)."""
+    from layershear.search.result import SearchCost
+
+    return SearchCost(evaluations=0, block_tokens=0, documents=0, seconds=0.0, expansions=n)

@@ -1,4 +1,4 @@
-"""Search results: the removal order, with every candidate's score at every step."""
+"""Search results: the removal order, with every candidate's score at every step, and what the search cost."""
 
 from __future__ import annotations
 
@@ -24,10 +24,44 @@ class SearchStep:
 
 
 @dataclass(frozen=True)
-class SearchResult:
-    """Blocks removed, in removal order (original indices), with the per-step tables.
+class Swap:
+    """One accepted move of the evolutionary refinement: the blocks ``put_back`` return to the
+    model and the blocks ``removed`` leave it; ``before``/``after`` are the calibration accuracies
+    of the removal set before and after the move (``after`` exact)."""
 
-    ``strategy`` names the search (``greedy`` or ``beam(W)``); ``width`` is its beam width.
+    generation: int
+    put_back: tuple[int, ...]
+    removed: tuple[int, ...]
+    before: ModelAccuracy
+    after: ModelAccuracy
+
+
+@dataclass(frozen=True)
+class SearchCost:
+    """What a search cost: ``evaluations`` = distinct models scored (exactly or on part of the
+    calibration set), ``block_tokens`` = padded tokens x decoder blocks run (the engine's work unit,
+    :class:`layershear.engine.work.EngineStats`), ``documents`` = calibration documents scored, summed
+    over models, ``seconds`` = wall time; ``expansions``: models whose children were scored (A*,
+    greedy and beam: one per step and beam entry); ``generations``: evolutionary generations run."""
+
+    evaluations: int
+    block_tokens: int
+    documents: int
+    seconds: float
+    expansions: int = 0
+    generations: int = 0
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Blocks removed (original indices), the path that found them, and the cost.
+
+    ``steps`` are the removals along the path (greedy, beam and A*-style search: each with the
+    candidates scored at that model; evolve: greedy's steps), ``refinements`` the evolutionary
+    moves accepted after them, ``completed`` blocks added without scoring their step, from the
+    last step's relevances, because the search budget ran out. ``name`` is the search (``greedy``,
+    ``beam``, ``astar``, ``evolve``); ``width`` the beam width; ``end`` the accuracy of the final set
+    when it is not the last step's (refined or completed).
     """
 
     num_blocks: int
@@ -35,10 +69,19 @@ class SearchResult:
     steps: tuple[SearchStep, ...]
     full: ModelAccuracy
     width: int = 1
+    name: str = "beam"
+    refinements: tuple[Swap, ...] = ()
+    completed: tuple[int, ...] = ()
+    end: ModelAccuracy | None = None
+    cost: SearchCost | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def strategy(self) -> str:
-        return "greedy" if self.width == 1 else f"beam({self.width})"
+        """``greedy``, ``beam(W)``, ``astar`` or ``evolve``."""
+        if self.name == "beam":
+            return "greedy" if self.width == 1 else f"beam({self.width})"
+        return self.name
 
     @property
     def kept(self) -> tuple[int, ...]:
@@ -47,4 +90,6 @@ class SearchResult:
 
     @property
     def final(self) -> ModelAccuracy:
+        if self.end is not None:
+            return self.end
         return self.steps[-1].after if self.steps else self.full

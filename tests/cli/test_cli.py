@@ -243,7 +243,7 @@ def test_metric_option_errors(tiny_lm_dir, data_dirs, tmp_path):
     assert result.exit_code == 2 and "--one-shot is for the baseline metrics" in result.output
     result = run_cli("prune", tiny_lm_dir, "--num-remove", "1", "--calib", "piqa:16", "--data-dir", data_dirs[0],
                      "--metric", "taylor", "--race", "--out", tmp_path / "x")
-    assert result.exit_code == 2 and "--race, --beam and --compile apply to --metric accuracy" in result.output
+    assert result.exit_code == 2 and "--race, --search, --beam and --compile apply to --metric accuracy" in result.output
     result = run_cli("analyze", tiny_lm_dir, "--calib", "piqa:16", "--tasks", "piqa:8", "--data-dir", data_dirs[0],
                      "--out", tmp_path / "r")
     assert result.exit_code == 2 and "task dependence needs at least 2" in result.output

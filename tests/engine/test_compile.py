@@ -56,7 +56,7 @@ def test_compile_is_for_accuracy_relevance(tiny_lm_dir, data_dirs, tmp_path):
     result = run_cli("prune", tiny_lm_dir, "--num-remove", "1", "--calib", "piqa:16", "--data-dir", data_dirs[0],
                      "--out", tmp_path / "out", "--metric", "cosine", "--compile")
     assert result.exit_code == 2
-    assert "--race, --beam and --compile apply to --metric accuracy" in result.stderr
+    assert "--race, --search, --beam and --compile apply to --metric accuracy" in result.stderr
 
 
 def test_compile_without_a_compiler_is_a_clear_error(tiny_checkpoints, monkeypatch):

@@ -81,8 +81,9 @@ def test_a_loaded_model_without_a_checkpoint_is_refused(tiny_lm_dir, data_dirs):
 
 @pytest.mark.parametrize(("kw", "match"), [
     ({"metric": "cosinus"}, "Unknown metric 'cosinus'"),
-    ({"search": "astar"}, "Unknown search 'astar'"),
-    ({"beam_width": 3}, "greedy search has width 1"),
+    ({"search": "dijkstra"}, "Unknown search 'dijkstra'"),
+    ({"beam_width": 3}, "beam width 3 applies to search='beam'"),
+    ({"search": "astar", "beam_width": 2}, "astar has none"),
     ({"metric": "cosine", "search": "beam", "beam_width": 2}, "apply to --metric accuracy"),
 ])
 def test_bad_settings_fail_before_loading(data_dirs, kw, match):

@@ -29,8 +29,12 @@ def test_eliminated_needs_keep_confident_winners():
     weak = torch.arange(n) % 4 != 0
     close = torch.arange(n) % 10 != 0
     correct = {0: strong, 1: weak, 2: close}
-    assert eliminated(correct, total=10_000, delta=0.01) == {1}
-    assert eliminated(correct, total=10_000, delta=0.01, keep=2) == set()   # only one candidate beats 1 clearly
+    assert eliminated(correct, total=10_000, delta=0.01, bound="serfling") == {1}
+    assert eliminated(correct, total=10_000, delta=0.01, keep=2, bound="serfling") == set()   # only 0 beats 1 clearly
+    assert eliminated({0: strong, 1: strong}, total=10_000, delta=0.01, bound="serfling") == set()
+    # paired: 0 beats 2 on all 20 documents where they differ (p = 2^-20 < 0.01); 2 beats 1 on 40 of 50 (p ~ 1e-5)
+    assert eliminated(correct, total=10_000, delta=0.01) == {1, 2}
+    assert eliminated(correct, total=10_000, delta=0.01, keep=2) == {1}
     assert eliminated({0: strong, 1: strong}, total=10_000, delta=0.01) == set()
     assert per_test_delta(RaceSettings(delta=0.06, slices=2), 4) == pytest.approx(0.06 / 6)          # 1 x 3 x 2
     assert per_test_delta(RaceSettings(delta=0.06, slices=2, keep=2), 4) == pytest.approx(0.06 / 12)
@@ -54,7 +58,7 @@ def test_race_stops_dropped_candidates_and_scores_the_rest_exactly(tiny_checkpoi
 
     looks = []
 
-    def drop_block_0_and_2(correct, *, total, delta, keep):   # stands in for the bound: deterministic drops
+    def drop_block_0_and_2(correct, **_):   # stands in for the bound: deterministic drops
         looks.append(len(next(iter(correct.values()))))
         return {b for b in correct if b in (0, 2)} if len(looks) == 1 else set()
 
