@@ -9,12 +9,17 @@ reachable from it:
                                    than T's own)
 
 (the drops of T's own children are not known until T is expanded, so the parent's serve as the
-estimate). The open node with the highest f is expanded next: all its children are scored (one
+estimate). The first path expanded is greedy's (the best child at every depth), so the search starts with
+greedy's set as its incumbent and never returns a worse one. Then the open node with the highest f
+is expanded next: all its children are scored (one
 :meth:`layershear.scoring.scorer.Scorer.children` call, sharing the cached block inputs), and each
 child enters the queue with its own f; a complete child (|T| = k) enters with f = Acc(T), its exact
-objective. The search stops when a complete set is the best open node (no open node's estimate
-beats it), or when the budget is spent; then it returns the best complete set scored so far, or
-finishes the most promising open node from its parent's relevances.
+objective. Without a budget (and always with ``admissible``) the search stops when a complete set is
+the best open node (no open node's estimate beats it). With a budget it is *anytime*: it goes on
+expanding the most promising open nodes (the estimate being only a heuristic, a node estimated
+below the best complete set may still hold a better one) until the budget is spent or the queue is
+empty, and returns the best complete set scored; if the budget ran out before greedy's path was
+complete, it finishes that path from its last relevances.
 
 **No estimate is admissible in general**: removing a block can raise the calibration accuracy, and
 two blocks can compensate each other, so the true final accuracy can exceed any f computed from
@@ -97,22 +102,12 @@ def astar_search(objective: Objective, *, num_remove: int, budget: SearchBudget 
     heap: list[tuple[tuple, int, _Node]] = [(root.key(), next(counter), root)]
     queued: dict[frozenset[int], float] = {root.removed: root.estimate}
     expanded: set[frozenset[int]] = set()
-    best: _Node | None = None                  # best complete set scored so far
-    expansions, out_of_budget = 0, False
-    while heap:
-        _, _, node = heapq.heappop(heap)
-        if len(node.removed) == num_remove:
-            if best is None or node.accuracy.rank_key < best.accuracy.rank_key:
-                best = node
-            break                              # a complete set outranks every open node
-        if node.removed in expanded or not node.accuracy.above_random:
-            continue                           # relevance is undefined below chance: not expanded
-        if expansions and budget.exhausted(objective.spent(), start):
-            out_of_budget = True
-            heapq.heappush(heap, (node.key(), next(counter), node))
-            break
+    state = {"expansions": 0, "best": None}    # best: the best complete set scored so far
+
+    def expand(node: _Node) -> list[_Node]:
+        """Score the children of ``node``, queue them; returns them (exact ones only), best first."""
         expanded.add(node.removed)
-        expansions += 1
+        state["expansions"] += 1
         blocks = [b for b in range(num_blocks) if b not in node.removed]
         children = objective.children(node.removed, blocks)
         scores = tuple(block_score(node.accuracy, acc, b) for b, acc in children.items())
@@ -121,7 +116,7 @@ def astar_search(objective: Objective, *, num_remove: int, budget: SearchBudget 
             drops = {b: max(d, 0.0) for b, d in drops.items()}
         left = num_remove - len(node.removed) - 1          # removals after the child's
         ordered = sorted(drops.values())
-        first = None
+        out = []
         for score in sorted(scores, key=rank_key):
             child = children[score.block_idx]
             if not child.exact:                            # racing: confidently not among the best
@@ -129,35 +124,67 @@ def astar_search(objective: Objective, *, num_remove: int, budget: SearchBudget 
             removed = node.removed | {score.block_idx}
             rest = list(ordered)
             rest.remove(drops[score.block_idx])
-            estimate = child.accuracy - sum(rest[:left])
             step = SearchStep(len(node.removed) + 1, score, scores, node.accuracy, child)
-            new = _Node(removed, node.steps + (step,), child, estimate)
-            if len(removed) == num_remove and (best is None or child.rank_key < best.accuracy.rank_key):
-                best = new
-            if removed in expanded or queued.get(removed, -float("inf")) >= estimate:
+            new = _Node(removed, node.steps + (step,), child, child.accuracy - sum(rest[:left]))
+            out.append(new)
+            if len(removed) == num_remove and (state["best"] is None or child.rank_key < state["best"].accuracy.rank_key):
+                state["best"] = new
+            if removed in expanded or queued.get(removed, -float("inf")) >= new.estimate:
                 continue
-            queued[removed] = estimate
+            queued[removed] = new.estimate
             heapq.heappush(heap, (new.key(), next(counter), new))
-            first = first or step
+        if on_step is not None and out:
+            on_step(len(node.removed) + 1, num_remove, out[0].steps[-1])
+        return out
+
+    # the first path is greedy's (the best child at every depth): an incumbent as good as greedy's set
+    heapq.heappop(heap)
+    node, out_of_budget = root, False
+    while len(node.removed) < num_remove - 1 or not node.steps:
+        if node.steps and budget.exhausted(objective.spent(), start):
+            out_of_budget = True
+            break
+        children = expand(node)
+        if not children or not children[0].accuracy.above_random or len(children[0].removed) == num_remove:
+            break
+        node = children[0]
+    else:
+        expand(node)
+    dive = node                                # where greedy's path stopped (the budget, or chance level)
+    while heap and not out_of_budget:
+        _, _, node = heapq.heappop(heap)
+        best = state["best"]
+        if best is not None and node.estimate <= best.accuracy.accuracy and (settings.admissible or budget.unlimited):
+            break                              # no open node is estimated to beat the best complete set
+        if len(node.removed) == num_remove:
+            if settings.admissible or budget.unlimited:
+                break                          # a complete set outranks every open node
+            continue                           # a budget left: keep expanding the next most promising nodes
+        if node.removed in expanded or not node.accuracy.above_random:
+            continue                           # relevance is undefined below chance: not expanded
+        if budget.exhausted(objective.spent(), start):
+            out_of_budget = True
+            heapq.heappush(heap, (node.key(), next(counter), node))
+            break
+        expand(node)
         if len(heap) > settings.max_open:
             heap = heapq.nsmallest(settings.max_open, heap)
             heapq.heapify(heap)
-        if on_step is not None and first is not None:
-            on_step(len(node.removed) + 1, num_remove, first)
+    best, expansions = state["best"], state["expansions"]
     notes: tuple[str, ...] = ()
     completed: tuple[int, ...] = ()
     if best is None:
         if not heap:
             raise ScoringError("every partial removal set the search reached is at or below chance on the calibration "
                                "set (relevance undefined); remove fewer blocks or use tasks the model is above chance on")
-        _, _, node = min(heap)
+        node = dive if dive.steps else min(heap)[2]
         completed, end = complete(objective, sorted(node.removed), node.steps[-1].candidates, num_remove)
         best = _Node(node.removed | set(completed), node.steps, end, end.accuracy)
         notes = (f"search budget ({budget.describe()}) spent before a complete set was found; {len(completed)} "
-                 f"blocks added from the relevances at the best open node",)
+                 f"blocks added from the relevances at the end of greedy's path",)
     elif out_of_budget:
         notes = (f"search budget ({budget.describe()}) spent after {expansions} expansions; the best complete set "
-                 "found is returned (not proven best under the estimate)",)
+                 "found is returned",)
     path = tuple(s.chosen.block_idx for s in best.steps) + completed
     return SearchResult(num_blocks=num_blocks, removed=path, steps=best.steps, full=full, name="astar",
                         completed=completed, end=best.accuracy if completed else None,

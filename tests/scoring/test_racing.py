@@ -98,3 +98,61 @@ def test_greedy_with_racing_skips_dropped_candidates(tiny_checkpoints, monkeypat
     assert raced.steps[0].chosen.block_idx == best and raced.steps[0].chosen.exact
     assert sum(not c.exact for c in raced.steps[0].candidates) == 5
     assert raced.removed[0] == exact.removed[0]
+
+
+def test_mcnemar_pvalue_is_valid_on_every_small_population():
+    """Under H0 (a not better than b on D: N10 <= N01) P(p-value <= alpha) <= alpha, over every sample of
+    n of the N documents, for every population composition (exact enumeration)."""
+    import itertools
+
+    from layershear.scoring.racing import mcnemar_pvalue
+
+    total, n = 10, 6
+    for n10 in range(total + 1):
+        for n01 in range(n10, total - n10 + 1):
+            docs = [1] * n10 + [-1] * n01 + [0] * (total - n10 - n01)
+            pvalues = []
+            for sample in itertools.combinations(range(total), n):
+                wins = sum(docs[i] == 1 for i in sample)
+                losses = sum(docs[i] == -1 for i in sample)
+                pvalues.append(mcnemar_pvalue(wins, losses, n, total))
+            for alpha in (0.01, 0.05, 0.1, 0.2, 0.3):
+                assert sum(p <= alpha for p in pvalues) / len(pvalues) <= alpha + 1e-12, (n10, n01, alpha)
+    assert mcnemar_pvalue(8, 2, 20, 20) == 0.0            # all of D seen: 8 > 2 is certain
+    assert mcnemar_pvalue(0, 0, 5, 100) == 1.0
+    with pytest.raises(ValueError, match="counts do not fit"):
+        mcnemar_pvalue(4, 3, 5, 100)
+
+
+@pytest.mark.parametrize("bound", ["mcnemar", "serfling"])
+def test_racing_never_drops_the_best_candidate_more_often_than_delta(bound):
+    """Many seeds: K candidates whose correctness differs from a shared base on a few documents (as
+    neighbouring pruned models do); a race over S looks eliminates the exactly best candidate in at most
+    a delta fraction of the races (the bound's promise), and the paired bound stops more candidates."""
+    total, k, looks, delta, errors, dropped = 240, 6, 6, 0.2, 0, 0
+    settings = RaceSettings(delta=delta, slices=looks, bound=bound)
+    for seed in range(150):
+        g = torch.Generator().manual_seed(seed)
+        base = torch.rand(total, generator=g) < 0.55
+        correct = {}
+        for b in range(k):
+            flip = torch.rand(total, generator=g) < 0.03 + 0.04 * b          # worse candidates differ more
+            hurt = torch.rand(total, generator=g) < 0.5 + 0.08 * b
+            correct[b] = torch.where(flip, ~hurt, base)
+        acc = {b: c.double().mean().item() for b, c in correct.items()}
+        best = max(acc.values())
+        if sum(a == best for a in acc.values()) > 1:
+            continue
+        top = max(acc, key=acc.get)
+        order = torch.randperm(total, generator=g)
+        alive = set(correct)
+        for look in range(1, looks):
+            seen = order[: look * total // looks]
+            out = eliminated({b: correct[b][seen] for b in alive}, total=total,
+                             delta=per_test_delta(settings, k), bound=bound)
+            alive -= out
+        errors += top not in alive
+        dropped += k - len(alive)
+    assert errors <= delta * 150
+    if bound == "mcnemar":
+        assert dropped > 150        # it does stop candidates early (more than one per race on average)
