@@ -15,8 +15,7 @@ from layershear.data.benchmarks import MCItem
 from layershear.data.calibration import CalibrationSet
 from layershear.engine.config import ENGINES, EngineConfig
 from layershear.errors import LayershearError
-from layershear.export.record import (accuracy_dict, calibration_dict, eval_dict, run_record, search_cost_dict,
-                                      search_dict)
+from layershear.export.record import accuracy_dict, calibration_dict, eval_dict, run_record, search_cost_dict, search_dict
 from layershear.pipeline.run import EngineProgress, EventFn, HeldOut, PruneEvent
 from layershear.scoring.accuracy import ModelAccuracy
 from layershear.scoring.evaluation import TaskResult, evaluate_suite

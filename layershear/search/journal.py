@@ -10,7 +10,10 @@ incomplete last line, which is dropped on resume.
 
 Replaying is exact: a resumed search asks for the same models in the same order, gets the recorded
 :class:`ModelAccuracy` for those already scored (floats round-trip through JSON exactly) and scores
-the rest as an uninterrupted run would, so its removals and relevances are the same.
+the rest as an uninterrupted run would, so its removals and relevances are the same. Replayed
+models count against an evaluation budget (``--search-budget N``) as if scored; a block-token budget
+counts only the forwards this run computes. The evolutionary search's staged (partial) evaluations
+are not recorded: a resumed run computes them again, and gets the same numbers.
 """
 
 from __future__ import annotations
@@ -124,6 +127,7 @@ class SearchJournal:
         self.parents: dict[frozenset[int], dict[int, ModelAccuracy]] = {}
         self.steps_recorded = 0
         self.replayed = 0                 # models served from the journal in this run
+        self.served: set[frozenset[int]] = set()      # the distinct sets served (they count against a budget)
         old, records, good = _read(self.path) if write and self.path.is_file() else (None, [], 0)
         if old is not None:
             diff = head_differences(old, self.head)
@@ -176,6 +180,18 @@ class SearchJournal:
             raise JournalError(f"cannot write the journal {self.path}: {e.strerror or e}; free space or make the "
                                "folder writable, then resume") from e
 
+    def known(self, removed: frozenset[int]) -> ModelAccuracy | None:
+        """The recorded accuracy of the model without ``removed`` (as a model or as a child), else None."""
+        key = frozenset(removed)
+        if key in self.models:
+            return self.models[key]
+        for parent, children in self.parents.items():
+            if parent < key and len(key - parent) == 1:
+                (b,) = key - parent
+                if b in children:
+                    return children[b]
+        return None
+
     def accuracy(self, score: AccuracyFn) -> AccuracyFn:
         """``score`` with its results recorded, and served from the journal when recorded before."""
 
@@ -183,6 +199,7 @@ class SearchJournal:
             key = frozenset(removed)
             if key in self.models:
                 self.replayed += 1
+                self.served.add(key)
                 return self.models[key]
             acc = self.models[key] = score(key)
             self._append({"kind": "model", "result": _to_json(acc)})
@@ -199,6 +216,7 @@ class SearchJournal:
             known = self.parents.get(key, {})
             if blocks and all(b in known for b in blocks):
                 self.replayed += len(blocks)
+                self.served.update(key | {b} for b in blocks)
                 return {b: known[b] for b in blocks}
             result = score(key, blocks)
             self.parents[key] = {**known, **result}

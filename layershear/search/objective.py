@@ -47,10 +47,16 @@ class Objective:
         if journal is not None:
             accuracy, children = journal.accuracy(accuracy), journal.children(children)
         stats = getattr(scorer.engine, "stats", None)        # a generative scorer counts no block-tokens
+        estimate = getattr(scorer, "estimate", None)
+        if journal is not None and estimate is not None:     # a resumed run knows what the journal replays
+            scored = estimate
+            estimate = lambda removed: scored(removed) or journal.known(removed)
+        served = journal.served if journal is not None else ()   # replayed evaluations count as spent
+
         return cls(num_blocks=scorer.num_blocks, accuracy=accuracy, children=children,
-                   spent=lambda: Spent(scorer.evaluations, getattr(stats, "block_tokens", 0)),
+                   spent=lambda: Spent(scorer.evaluations + len(served), getattr(stats, "block_tokens", 0)),
                    select=getattr(scorer, "select", None), anchor=getattr(scorer, "anchor", None),
-                   estimate=getattr(scorer, "estimate", None))
+                   estimate=estimate)
 
 
 def complete(objective: Objective, removed: Sequence[int], scores: Iterable[BlockScore],

@@ -80,6 +80,22 @@ def test_export_and_eval_two_models(tiny_lm_dir, data_dirs, tmp_path):
     assert results[str(out)][0]["num_docs"] == 10 and set(results[str(out)][0]["values"]) == {"acc", "acc_norm"}
 
 
+@pytest.mark.parametrize("search", ["astar", "evolve"])
+def test_prune_with_a_search_beyond_greedy(tiny_lm_dir, data_dirs, tmp_path, search):
+    out = tmp_path / search
+    result = run_cli("prune", tiny_lm_dir, "--num-remove", "2", "--calib", "piqa:16", "--data-dir", data_dirs[0],
+                     "--search", search, "--search-budget", "30", "--race", "--out", out)
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "layershear.json").read_text())
+    assert record["search"]["strategy"] == search and len(record["search"]["removed"]) == 2
+    assert record["settings"]["search"] == search and record["settings"]["search_budget"]["evaluations"] == 30
+    cost = record["cost"]["search"]
+    assert 0 < cost["evaluations"] <= 30 + 4 + 1 and cost["documents"] > 0 and cost["block_tokens"] > 0
+    assert record["cost"]["race"]["bound"] == "mcnemar"
+    assert all("documents" in c for step in record["search"]["steps"] for c in step["candidates"])
+    assert load(out).config.num_hidden_layers == 2
+
+
 def _assert_one_error_line(result, match: str):
     assert result.exit_code == 2, result.output
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
@@ -92,6 +108,8 @@ def _assert_one_error_line(result, match: str):
     (["--ratio", "1"], "--ratio must be in (0, 1)"),
     (["--ratio", "0.5", "--calib", "hellaswg:0.1"], "Unknown task 'hellaswg'. Did you mean: hellaswag?"),
     (["--num-remove", "4"], "Cannot remove 4 of 4 blocks"),
+    (["--num-remove", "1", "--search-budget", "ten"], "--search-budget 'ten': give a whole number"),
+    (["--num-remove", "1", "--search", "astar", "--beam", "2"], "beam width 2 applies to search='beam'"),
 ])
 def test_prune_bad_input(tiny_lm_dir, data_dirs, tmp_path, args, match):
     out = tmp_path / "out"

@@ -19,6 +19,7 @@ from layershear import prune_model
 from layershear.errors import JournalError
 from layershear.inputs import DataSource
 from layershear.scoring.racing import RaceSettings
+from layershear.search import EvolveSettings
 from layershear.search.journal import journal_path, summarize
 
 
@@ -41,10 +42,12 @@ def _prune(tiny_lm_dir, data_dir, journal, *, stop_at=None, **kw):
     return prune_model(tiny_lm_dir, **{**args, **kw}), seen
 
 
-@pytest.mark.parametrize("search", ["greedy", "beam", "race"])
+@pytest.mark.parametrize("search", ["greedy", "beam", "race", "astar", "evolve"])
 def test_resume_after_interruptions_equals_uninterrupted_run(tiny_lm_dir, data_dirs, tmp_path, search):
     search = {"greedy": {}, "beam": {"search": "beam", "beam_width": 2},
-              "race": {"race": RaceSettings(delta=0.2, slices=4)}}[search]
+              "race": {"race": RaceSettings(delta=0.2, slices=4)}, "astar": {"search": "astar"},
+              "evolve": {"search": "evolve", "evolve": EvolveSettings(offspring=3, slices=4, stages=((1, 2), (2, 1)))}
+              }[search]
     reference, seen = _prune(tiny_lm_dir, data_dirs[0], None, **search)
     progress = seen["progress"]
     points = [("progress", 1), ("progress", progress // 3), ("step", 1), ("progress", 2 * progress // 3),

@@ -10,8 +10,7 @@ import pytest
 
 from layershear.errors import LayershearError
 from layershear.scoring.accuracy import ModelAccuracy
-from layershear.search import (AStarSettings, EvolveSettings, Objective, SearchBudget, Spent, astar_search,
-                               beam_search, evolve, parse_budget)
+from layershear.search import AStarSettings, EvolveSettings, Objective, SearchBudget, Spent, astar_search, beam_search, evolve, parse_budget
 
 R = 0.25          # random accuracy of the synthetic calibration set
 DOCS = 400        # documents of the synthetic calibration set (correctness vectors)
