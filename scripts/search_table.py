@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 ORDER = ("cosine", "greedy", "beam4", "astar", "evolve")
 
@@ -23,7 +24,7 @@ def main() -> None:
     print("|---|---|---|---:|---:|---:|---:|---:|---|")
     for arg in sys.argv[1:]:
         label, path = arg.split("=", 1)
-        record = json.loads(open(path).read())
+        record = json.loads(Path(path).read_text())
         full = record["full"]
         print(f"| {label} | 0 | (full model) | {100 * full['calibration']:.2f} | {100 * full['held_out']['mean']:.2f} "
               "| | | | |")
