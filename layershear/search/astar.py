@@ -40,11 +40,11 @@ from dataclasses import dataclass
 from layershear.errors import ScoringError
 from layershear.scoring.accuracy import ModelAccuracy
 from layershear.scoring.relevance import block_score, check_defined
-from layershear.search.beam import StepFn, _expansions, rank_key
+from layershear.search.beam import StepFn, rank_key
 from layershear.search.budget import NO_BUDGET, SearchBudget
 from layershear.search.count import check_count
 from layershear.search.objective import Objective, complete
-from layershear.search.result import SearchResult, SearchStep
+from layershear.search.result import SearchCost, SearchResult, SearchStep
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ def astar_search(objective: Objective, *, num_remove: int, budget: SearchBudget 
     path = tuple(s.chosen.block_idx for s in best.steps) + completed
     return SearchResult(num_blocks=num_blocks, removed=path, steps=best.steps, full=full, name="astar",
                         completed=completed, end=best.accuracy if completed else None,
-                        cost=_expansions(expansions), notes=notes)
+                        cost=SearchCost.counting(expansions), notes=notes)
 
 
 __all__ = ["ASTAR", "AStarSettings", "astar_search"]

@@ -19,7 +19,7 @@ from layershear.scoring.scorer import SearchPlan
 from layershear.search.budget import NO_BUDGET, SearchBudget, Spent, SpentFn
 from layershear.search.count import check_count
 from layershear.search.objective import AccuracyFn, ChildrenFn, Objective, complete
-from layershear.search.result import SearchResult, SearchStep
+from layershear.search.result import SearchCost, SearchResult, SearchStep
 
 #: on_step(depth, num_remove, best): called when a depth is complete; ``best`` is the last step of the
 #: best path so far (for progress lines and logging).
@@ -101,7 +101,7 @@ def beam_search(accuracy: AccuracyFn, *, num_blocks: int, num_remove: int, width
                                 width=width, completed=added, end=end,
                                 notes=(f"search budget ({budget.describe()}) spent after {depth - 1} steps; "
                                        f"{len(added)} blocks added from step {depth - 1}'s relevances",),
-                                cost=_expansions(expansions))
+                                cost=SearchCost.counting(expansions))
         candidates: dict[frozenset[int], _Path] = {}
         alive = [path for path in beam if path.accuracy.above_random]
         if not alive:        # a beam path at chance is set aside; the search stops only when all are
@@ -119,11 +119,5 @@ def beam_search(accuracy: AccuracyFn, *, num_blocks: int, num_remove: int, width
             on_step(depth, num_remove, beam[0].steps[-1])
     best = beam[0]
     return SearchResult(num_blocks=num_blocks, removed=best.removed, steps=best.steps, full=full, width=width,
-                        cost=_expansions(expansions))
+                        cost=SearchCost.counting(expansions))
 
-
-def _expansions(n: int):
-    """A cost holding only the expansions (the caller fills in the rest, :func:`layershear.search.greedy`)."""
-    from layershear.search.result import SearchCost
-
-    return SearchCost(evaluations=0, block_tokens=0, documents=0, seconds=0.0, expansions=n)

@@ -51,6 +51,12 @@ class SearchCost:
     expansions: int = 0
     generations: int = 0
 
+    @classmethod
+    def counting(cls, expansions: int) -> SearchCost:
+        """A cost holding only what a search function counts itself (its expansions);
+        :class:`layershear.search.greedy.GreedyPruner` fills in the rest from the scorer."""
+        return cls(evaluations=0, block_tokens=0, documents=0, seconds=0.0, expansions=expansions)
+
 
 @dataclass(frozen=True)
 class SearchResult:
