@@ -2,7 +2,8 @@
 """Racing on one real model: the same greedy job in exact mode, with layershear's first racing bound
 (Hoeffding-Serfling on the accuracy difference) and with the paired McNemar-type bound, in one run.
 
-Prints, for each mode: the blocks removed (and whether they equal exact mode's, step by step),
+Prints, for each mode: the blocks removed (and whether they equal exact mode's, step by step, in
+the plain layout and in the racing modes' sliced layout: in bf16 the layout moves rounding),
 calibration documents scored (summed over candidate models), evaluations, block-tokens and wall
 seconds, with ratios against exact mode. Racing modes share the slicing (seed, slices) and delta.
 
@@ -41,12 +42,16 @@ def main() -> None:
     quiet = lambda _e: None
     calibration = draw_calibration(args.calib, DataSource("local", None), quiet)
     model, tokenizer, source = load_for_job(args.model, None, quiet, dtype=args.dtype, device="cpu")
-    modes = {"exact": None,
+    # exact-sliced: exact mode in the racing modes' batch layout (each slice packed on its own); in bf16
+    # the layout changes rounding, so racing's picks are compared with it as well as with plain exact mode
+    modes = {"exact": None, "exact-sliced": "sliced",
              "serfling": RaceSettings(delta=args.delta, slices=args.slices, bound="serfling"),
              "mcnemar": RaceSettings(delta=args.delta, slices=args.slices, bound="mcnemar")}
     rows = {}
     for name, race in modes.items():
-        scorer = Scorer(model, tokenizer, calibration.items, add_bos=args.add_bos, race=race)
+        sliced = race == "sliced"
+        scorer = Scorer(model, tokenizer, calibration.items, add_bos=args.add_bos, race=None if sliced else race,
+                        slices=args.slices if sliced else None)
         started = time.perf_counter()
         result = GreedyPruner(scorer).prune(args.num_remove)
         seconds = time.perf_counter() - started
@@ -58,9 +63,11 @@ def main() -> None:
     exact = rows["exact"]
     for name, row in rows.items():
         row["same_picks"] = [a == b for a, b in zip(row["removed"], exact["removed"])]
+        row["same_picks_as_sliced"] = [a == b for a, b in zip(row["removed"], rows["exact-sliced"]["removed"])]
         for key in ("documents", "block_tokens", "seconds"):
             row[f"{key}_vs_exact"] = round(row[key] / exact[key], 3)
-        print(f"{name:9s} removed {row['removed']} same as exact {row['same_picks']} documents {row['documents']} "
+        print(f"{name:12s} removed {row['removed']} same as exact {row['same_picks']} / as exact-sliced "
+              f"{row['same_picks_as_sliced']} documents {row['documents']} "
               f"({row['documents_vs_exact']:.3f}x) block-tokens {row['block_tokens_vs_exact']:.3f}x "
               f"wall {row['seconds']} s ({row['seconds_vs_exact']:.3f}x) dropped/step {row['dropped_per_step']}")
     s, m = rows["serfling"], rows["mcnemar"]

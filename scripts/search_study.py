@@ -8,7 +8,11 @@ one-shot Block Influence, as the floor) at several removal ratios, each with
   task by its lm-eval measure), and
 - cost: evaluations, block-tokens (padded tokens x blocks run), documents scored, wall seconds.
 
-Each search gets a fresh Scorer (nothing cached from another search). A*-style search gets a
+Each search gets a fresh Scorer (nothing cached from another search), and every Scorer lays the
+calibration set out in the same 8 random slices that the evolutionary search's staged selection
+needs: in bf16 the batch layout changes rounding, and with a few dozen documents one document more
+or less can change a greedy step, so one layout for all keeps evolve's greedy phase identical to
+greedy's. A*-style search gets a
 budget of ``--astar-budget`` x greedy's evaluations at the same ratio, measured in this run; evolve
 counts greedy's evaluations in its own. Results are written after every run to ``--out``
 (a finished run found there is kept), so an interrupted study resumes.
@@ -24,6 +28,8 @@ import json
 import statistics
 import time
 from pathlib import Path
+
+SLICES = 8          # EvolveSettings().slices: one batch layout for every run
 
 
 def main() -> None:
@@ -75,7 +81,7 @@ def main() -> None:
 
     if "full" not in record:
         started = time.perf_counter()
-        scorer = Scorer(model, tokenizer, calibration.items, **opts)
+        scorer = Scorer(model, tokenizer, calibration.items, slices=SLICES, **opts)
         record["full"] = {"calibration": scorer.accuracy().accuracy, "random": scorer.accuracy().random,
                           "held_out": held_out_accuracy(()), "seconds": round(time.perf_counter() - started, 1)}
         save()
@@ -92,12 +98,11 @@ def main() -> None:
                                            num_remove=k, num_blocks=num_blocks, iterative=False,
                                            batch_size=args.batch_size)
                 seconds = time.perf_counter() - started
-                scorer = Scorer(model, tokenizer, calibration.items, **opts)
+                scorer = Scorer(model, tokenizer, calibration.items, slices=SLICES, **opts)
                 removed, final, cost = removal.removed, scorer.accuracy(removal.removed), None
             else:
                 evolve = EvolveSettings()
-                scorer = Scorer(model, tokenizer, calibration.items, slices=evolve.slices if name == "evolve" else None,
-                                **opts)
+                scorer = Scorer(model, tokenizer, calibration.items, slices=evolve.slices, **opts)
                 budget = SearchBudget()
                 if name == "astar":
                     greedy = record["runs"][f"{ratio}:greedy"]["cost"]["evaluations"]
@@ -110,6 +115,7 @@ def main() -> None:
                         "documents": result.cost.documents, "expansions": result.cost.expansions,
                         "generations": result.cost.generations, "shared_starts": scorer.engine.stats.shared_starts,
                         "reused_runs": scorer.engine.stats.reused_runs, "notes": list(result.notes),
+                        "path": [s.chosen.block_idx for s in result.steps],
                         "refinements": [[list(m.put_back), list(m.removed), m.after.accuracy]
                                         for m in result.refinements]}
             record["runs"][key] = {"ratio": ratio, "search": name, "num_remove": k, "removed": sorted(removed),
@@ -124,14 +130,14 @@ def main() -> None:
 
 
 def _common(record, model, tokenizer, calibration, opts, save) -> None:
-    """Every final set's calibration accuracy again in one layout (a Scorer without slices): in bf16
-    the batch layout changes rounding, and evolve's sliced layout can move a document."""
+    """Every final set's calibration accuracy again in one Scorer (the same sliced layout), a check
+    that the runs' own numbers agree."""
     from layershear.scoring.scorer import Scorer
 
     todo = [run for run in record["runs"].values() if "calibration_common" not in run]
     if not todo:
         return
-    scorer = Scorer(model, tokenizer, calibration.items, **opts)
+    scorer = Scorer(model, tokenizer, calibration.items, slices=SLICES, **opts)
     for run in todo:
         run["calibration_common"] = scorer.accuracy(run["removed"]).accuracy
     save()

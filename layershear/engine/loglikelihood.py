@@ -404,15 +404,18 @@ class LoglikelihoodEngine:
         if self.config.skip_prefix:
             self._prefix_for(parent)
         sets = {parent | {b}: b for b in blocks}
-        out = self.race_sets(list(sets), lambda sl, lls: {parent | {b} for b in eliminate(sl, {sets[r]: v for r, v in lls.items()})})
+        out = self.race_sets(list(sets), lambda sl, lls: {parent | {b} for b in eliminate(sl, {sets[r]: v for r, v in lls.items()})},
+                             count_shared=False)
         return {sets[r]: v for r, v in out.items()}
 
     def race_sets(self, sets: Sequence[frozenset[int]], eliminate: EliminateSetsFn,
-                  slices: int | None = None) -> dict[frozenset[int], torch.Tensor]:
+                  slices: int | None = None, *, count_shared: bool = True) -> dict[frozenset[int], torch.Tensor]:
         """Score the models without each of ``sets`` (arbitrary removal sets) slice by slice, each
         from its deepest cached block input (:meth:`run_for`); after every slice but the last,
         ``eliminate(slice, lls)`` names the sets to stop scoring. ``slices``: score only the first
         this many slices (None: all); a set is memoised as exact only when it ran every slice.
+        ``count_shared``: count the sets that start from a shared cached input in
+        ``stats.shared_starts`` (:meth:`race` does not: its children start from their parent's cache).
 
         Returns:
             removed set -> float64 ``[num_requests]`` (NaN on slices not run) of the sets still alive.
@@ -421,6 +424,8 @@ class LoglikelihoodEngine:
         lls = {r: torch.full((len(self.requests),), float("nan"), dtype=torch.float64) for r in map(frozenset, sets)}
         alive = list(lls)
         runs = {r: self.run_for(r) for r in alive}
+        if count_shared:
+            self.stats.shared_starts += sum(run.source is not None for run in runs.values())
         for sl, batch_ids in enumerate(self.slice_batches[:last]):
             for r in alive:
                 run = runs[r]
