@@ -54,11 +54,13 @@ def test_children_of_a_parent_that_is_no_child_of_the_last_one(tiny_checkpoints)
 def test_staged_selection_scores_survivors_exactly(tiny_checkpoints):
     model = load(tiny_checkpoints("llama"))
     staged, ref = _scorer(model, slices=4), _scorer(model, "reference")
-    sets = [frozenset(s) for s in ({0, 1}, {2, 5}, {3, 4}, {1, 5}, {0, 3})]
+    sets = [frozenset(s) for s in ({1, 4}, {2, 5}, {1, 3}, {1, 2}, {0, 3})]
     staged.anchor(frozenset({1, 5}))
     got = staged.select(sets, stages=((1, 3), (2, 1)))
     survivors = [s for s, a in got.items() if a.exact]
     assert len(survivors) == 1
+    # {1, 4}, {1, 3}, {1, 2} share the blocks below their first difference from the anchored {1, 5}
+    assert staged.engine.stats.shared_starts == 3
     _close(got[survivors[0]], ref.accuracy(survivors[0]))
     for s, a in got.items():
         if not a.exact:
