@@ -85,6 +85,12 @@ def steps_table(result: SearchResult) -> Table:
     for s in result.steps:
         table.add_row(str(s.step), str(s.chosen.block_idx), _rel(s.chosen.relevance), _pct(s.chosen.accuracy),
                       *(_pct(s.chosen.accuracy_by_task[t]) for t in tasks))
+    for m in result.refinements:        # evolve: swaps accepted after greedy
+        table.add_row(f"swap {m.generation}", f"+{','.join(map(str, m.removed))} -{','.join(map(str, m.put_back))}",
+                      "-", _pct(m.after.accuracy), *(_pct(m.after.accuracy_by_task.get(t, float('nan'))) for t in tasks))
+    if result.completed:                # the budget ran out: added from the last step's relevances
+        table.add_row("budget", ",".join(map(str, result.completed)), "-", _pct(result.final.accuracy),
+                      *(_pct(result.final.accuracy_by_task.get(t, float('nan'))) for t in tasks))
     return table
 
 

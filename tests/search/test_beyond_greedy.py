@@ -193,3 +193,25 @@ def test_astar_starts_from_greedys_path_and_never_returns_a_worse_set():
     short = astar_search(syn.objective(), num_remove=4, budget=SearchBudget(evaluations=12))
     greedy = beam_search(Synthetic(8, _supermodular(2, 8)).accuracy, num_blocks=8, num_remove=4)
     assert short.removed[:len(short.steps)] == greedy.removed[:len(short.steps)] and short.completed
+
+
+def test_the_steps_table_shows_swaps_and_budget_completions():
+    from rich.console import Console
+
+    from layershear.cli.render import steps_table
+
+    syn = Synthetic(6, redundant_pair)
+    refined = evolve(syn.objective(), beam_search(syn.accuracy, num_blocks=6, num_remove=2),
+                     settings=EvolveSettings(offspring=8, seed=0))
+    console = Console(record=True, width=120)
+    console.print(steps_table(refined))
+    text = console.export_text()
+    move = refined.refinements[0]
+    assert "(evolve)" in text and f"swap {move.generation}" in text
+    assert f"+{','.join(map(str, move.removed))} -{','.join(map(str, move.put_back))}" in text
+    syn = Synthetic(8, _supermodular(1, 8))
+    short = beam_search(syn.accuracy, num_blocks=8, num_remove=4, budget=SearchBudget(evaluations=9),
+                        spent=lambda: Spent(len(syn.memo)))
+    console = Console(record=True, width=120)
+    console.print(steps_table(short))
+    assert "budget" in console.export_text()
