@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from layershear import __version__
-from layershear.cli import analyze, convert, eval, export, prune, push, score
+from layershear.cli import analyze, convert, eval, export, plan, prune, push, score
 from layershear.errors import LayershearError
 
 
@@ -55,7 +55,7 @@ def cli(verbose: int) -> None:
     """
 
 
-for _module in (prune, score, export, eval, analyze, convert, push):
+for _module in (prune, plan, score, export, eval, analyze, convert, push):
     cli.add_command(_module.command)
 
 

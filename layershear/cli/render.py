@@ -94,6 +94,39 @@ def steps_table(result: SearchResult) -> Table:
     return table
 
 
+def plan_table(plan) -> Table:
+    """A :class:`layershear.pipeline.plan.JobPlan` as a two-column table (sizes in GiB, work in block-tokens)."""
+    gib = 2 ** 30
+    table = Table(title=f"Plan: remove {plan.num_remove} of {plan.num_blocks} blocks of {plan.source} ({plan.search}"
+                        + (f", width {plan.width}" if plan.width > 1 else "") + ")")
+    table.add_column("", justify="left")
+    table.add_column("", justify="left")
+    rows = [
+        ("device, dtype", f"{plan.device}, {plan.dtype}"),
+        ("weights", f"{plan.weights_bytes / gib:.2f} GiB ({plan.block_weights_bytes / gib:.3f} GiB per block)"),
+        ("free after loading", f"device {plan.free_device_bytes / gib:.1f} GiB, host {plan.free_host_bytes / gib:.1f} GiB"),
+        ("block-input cache", plan.cache),
+        ("calibration", f"{plan.calibration_docs} documents, {plan.requests} requests, {plan.batches} batches, "
+                        f"{plan.padded_tokens_per_pass:,} padded tokens per pass"),
+        ("models the search scores", f"{plan.models:,} at most"),
+        ("block-tokens", f"fast engine <= {plan.fast_block_tokens:.3g}; reference (lm-eval) {plan.reference_block_tokens:.3g}"),
+        ("probe", f"{plan.probe_batches} batches, {plan.probe_block_tokens:,} block-tokens in {plan.probe_seconds:.3f} s"),
+        ("estimated time", f"fast engine <= {_duration(plan.estimated_seconds_fast)}; reference "
+                           f"{_duration(plan.estimated_seconds_reference)} (work / the probe's rate: an estimate)"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def eval_table(columns: dict[str, Sequence[TaskResult]], *, title: str = "Held-out evaluation") -> Table:
     """Rows task x measure, one column per model (value ± stderr, in %), plus n docs and random."""
     table = Table(title=title)

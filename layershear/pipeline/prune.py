@@ -28,7 +28,8 @@ from layershear.search.evolve import EVOLVE, EvolveSettings
 from layershear.search.greedy import SEARCHES
 
 
-def _check(metric: str, search: str, beam_width: int, iterative: bool | None, race: Any, compile_blocks: bool) -> bool:
+def check_settings(metric: str, search: str, beam_width: int, iterative: bool | None, race: Any,
+                   compile_blocks: bool) -> bool:
     """The resolved ``iterative``; raises LayershearError on a combination that does not apply."""
     if metric not in METRICS:
         raise LayershearError(f"Unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
@@ -111,7 +112,7 @@ def prune_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Calib
 
     emit = on_event or (lambda _e: None)
     check_request(ratio, num_remove)
-    iterative = _check(metric, search, beam_width, iterative, race, compile_blocks)
+    iterative = check_settings(metric, search, beam_width, iterative, race, compile_blocks)
     calibration = draw_calibration(calib, data, emit)
     held_out = eval_documents(eval, data, exclude=calibration.used()) if eval is not None else None
     hf_model, tokenizer, source = load_for_job(model, tokenizer, emit, dtype=dtype, device=device, revision=revision,

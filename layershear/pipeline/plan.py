@@ -1,0 +1,144 @@
+"""The ``plan`` job: what a prune will cost before it starts (memory, forward work, an estimated time).
+
+:func:`plan_job` loads the model and draws the calibration set as ``prune`` would, builds the
+Scorer's layout and cache plan, counts the block-tokens the search will compute (padded tokens x
+decoder blocks run) and times a short probe: a forward pass over the first ``probe_batches``
+calibration batches. The estimate divides the counted work by the probe's measured rate; it is an
+estimate, not a measurement of the job (the fast engine's step reuse and stacking only lower it).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from layershear.inputs import DataSource
+from layershear.pipeline.run import EventFn, draw_calibration, load_for_job
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """The plan of one prune job.
+
+    Bytes are bytes; ``*_block_tokens`` count padded tokens x decoder blocks run over the search
+    in the fast engine's batch layout (``reference``: a full forward of every candidate, lm-eval's
+    computation, which pads its own layout differently; ``fast``: candidates
+    run from their cached block input, without step reuse or stacking, an upper bound on the fast
+    engine's). ``probe_*``: the measured probe; ``estimated_seconds_*`` = work / probe rate.
+    Free memory is measured after loading the model (its weights are already resident).
+    """
+
+    source: str
+    device: str
+    dtype: str
+    num_blocks: int
+    num_remove: int
+    search: str
+    width: int
+    models: int
+    weights_bytes: int
+    block_weights_bytes: int
+    free_device_bytes: int
+    free_host_bytes: int
+    cache: str
+    cache_bytes: int
+    calibration_docs: int
+    requests: int
+    batches: int
+    padded_tokens_per_pass: int
+    reference_block_tokens: int
+    fast_block_tokens: int
+    probe_batches: int
+    probe_seconds: float
+    probe_block_tokens: int
+    estimated_seconds_reference: float
+    estimated_seconds_fast: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def search_block_tokens(num_blocks: int, num_remove: int, width: int, padded_tokens: int) -> tuple[int, int]:
+    """(reference, fast) block-tokens of a greedy (``width`` 1) or beam search.
+
+    At depth d a parent has n = N - d blocks. Reference: each of its n candidates is a full forward of
+    n - 1 blocks. Fast: one caching pass of at most n blocks (none at depth 0: the full model's pass
+    caches), then candidate j (0-based among the kept blocks)
+    runs the n - 1 - j blocks after it (the last one bypasses one block). Summed over the k depths,
+    ``width`` parents each, times the padded tokens of one pass; the full model's pass is counted once.
+    """
+    reference = fast = num_blocks * padded_tokens            # the full model
+    for depth in range(num_remove):
+        n = num_blocks - depth
+        parents = 1 if depth == 0 else width
+        reference += parents * n * (n - 1) * padded_tokens
+        caching = n if depth else 0                          # the full model's pass caches depth 0's inputs
+        fast += parents * (caching + n * (n - 1) // 2 + 1) * padded_tokens
+    return reference, fast
+
+
+def plan_job(model, *, calib, ratio: float | None = None, num_remove: int | None = None, search: str = "greedy",
+             beam_width: int = 1, batch_size: int = 16, max_length: int | None = None, add_bos: bool = False,
+             dtype: str = "auto", device: str = "auto", revision: str | None = None, trust_remote_code: bool = False,
+             data: DataSource | None = None, probe_batches: int = 2, on_event: EventFn | None = None) -> JobPlan:
+    """Plan a prune of ``model`` (arguments as :func:`layershear.pipeline.prune.prune_model`).
+
+    ``search`` astar and evolve are planned as greedy: their cost is greedy's plus what
+    ``--search-budget`` allows. ``probe_batches``: calibration batches timed (at least 1).
+
+    Raises:
+        LayershearError: bad removal count or search; the errors of loading the model and drawing
+            the calibration set.
+    """
+    import torch
+
+    from layershear.engine.prefix_cache import free_memory
+    from layershear.model.arch import decoder_blocks
+    from layershear.pipeline.prune import check_settings
+    from layershear.scoring.scorer import Scorer
+    from layershear.search.count import check_request, num_to_remove
+
+    emit = on_event or (lambda _e: None)
+    check_request(ratio, num_remove)
+    check_settings("accuracy", search, beam_width, None, None, False)
+    calibration = draw_calibration(calib, data, emit)
+    hf_model, tokenizer, source = load_for_job(model, None, emit, dtype=dtype, device=device, revision=revision,
+                                               trust_remote_code=trust_remote_code)
+    blocks = decoder_blocks(hf_model)
+    k = num_to_remove(len(blocks), ratio=ratio, num=num_remove)
+    scorer = Scorer(hf_model, tokenizer, calibration.items, batch_size=batch_size, max_length=max_length,
+                    add_bos=add_bos)
+    engine = scorer.engine
+    padded = sum(s.rows * s.width for s in engine.batch_shapes)
+    width = beam_width if search == "beam" else 1
+    reference, fast = search_block_tokens(len(blocks), k, width, padded)
+    probe = list(range(min(max(1, probe_batches), len(engine.batches))))
+    before = engine.stats.block_tokens
+    started = time.perf_counter()
+    with torch.inference_mode():
+        engine.run((), label="probe", only=probe)
+    seconds = time.perf_counter() - started
+    probe_tokens = engine.stats.block_tokens - before
+    rate = probe_tokens / seconds if seconds > 0 else float("inf")
+    param = next(hf_model.parameters())
+    free_device, free_host = free_memory(param.device)
+    weights = sum(p.numel() * p.element_size() for p in hf_model.parameters())
+    plan = engine.cache_plan
+    cache_bytes = plan.planned_bytes if plan is not None else 0
+    from layershear.search.beam import beam_plan
+
+    return JobPlan(
+        source=source, device=str(param.device), dtype=str(param.dtype).removeprefix("torch."),
+        num_blocks=len(blocks), num_remove=k, search=search, width=width,
+        models=beam_plan(len(blocks), k, width).models, weights_bytes=weights,
+        block_weights_bytes=sum(p.numel() * p.element_size() for p in blocks[0].parameters()),
+        free_device_bytes=free_device, free_host_bytes=free_host,
+        cache=plan.describe() if plan is not None else "none", cache_bytes=cache_bytes,
+        calibration_docs=len(calibration.items), requests=len(engine.requests), batches=len(engine.batches),
+        padded_tokens_per_pass=padded, reference_block_tokens=reference, fast_block_tokens=fast,
+        probe_batches=len(probe), probe_seconds=round(seconds, 4), probe_block_tokens=probe_tokens,
+        estimated_seconds_reference=round(reference / rate, 3), estimated_seconds_fast=round(fast / rate, 3))
+
+
+__all__ = ["JobPlan", "plan_job", "search_block_tokens"]
