@@ -259,12 +259,9 @@ class LoglikelihoodEngine:
         best = Run(removed)
         options = []
         cache = self._prefix
-        if cache is not None and cache.stored:
-            differ = removed ^ cache.removed
-            first = min(differ) if differ else self.num_blocks
-            usable = [k for k in cache.stored if k <= first and cache.states.get(k)]
-            if usable:
-                options.append((max(usable), cache))
+        usable = cache.shared_with(removed) if cache is not None else []
+        if usable:
+            options.append((max(usable), cache))
         if self.step_reuse is not None:
             found = self.step_reuse.lookup(removed, after=-1)
             if found is not None:
@@ -491,9 +488,7 @@ class LoglikelihoodEngine:
     def _shared_start(old: BlockInputs, parent: frozenset[int], kept: list[int]) -> int | None:
         """The deepest block of ``old`` (the cache of another model) whose cached input the model
         without ``parent`` shares, with a block of that model at or after it; None if none saves work."""
-        differ = parent ^ old.removed
-        first = min(differ) if differ else max(kept)
-        usable = [k for k in old.stored if k <= first and old.states.get(k) and k > kept[0] and k <= kept[-1]]
+        usable = [k for k in old.shared_with(parent) if kept[0] < k <= kept[-1]]
         return max(usable) if usable else None
 
     def _store(self, removed: frozenset[int], lls: torch.Tensor) -> None:

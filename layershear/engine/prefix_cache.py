@@ -141,6 +141,14 @@ class BlockInputs:
         """The latest stored block at or before ``block_idx``."""
         return max(k for k in self.stored if k <= block_idx)
 
+    def shared_with(self, removed: frozenset[int]) -> list[int]:
+        """The stored blocks (with states) whose input the model without ``removed`` has too: those at
+        or before the first block where ``removed`` and this cache's removed blocks differ (the input
+        entering block k depends only on the blocks below k)."""
+        differ = removed ^ self.removed
+        first = min(differ) if differ else max(self.stored, default=0)
+        return [k for k in self.stored if k <= first and self.states.get(k)]
+
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for ts in self.states.values() for t in ts.values())
