@@ -99,15 +99,17 @@ def astar_search(objective: Objective, *, num_remove: int, budget: SearchBudget 
     full = check_defined(objective.accuracy(frozenset()))
     counter = itertools.count()
     root = _Node(frozenset(), (), full, full.accuracy)
-    heap: list[tuple[tuple, int, _Node]] = [(root.key(), next(counter), root)]
+    heap: list[tuple[tuple, int, _Node]] = []          # open nodes; the root is expanded first, below
     queued: dict[frozenset[int], float] = {root.removed: root.estimate}
     expanded: set[frozenset[int]] = set()
-    state = {"expansions": 0, "best": None}    # best: the best complete set scored so far
+    best: _Node | None = None                  # the best complete set scored so far
+    expansions = 0
 
     def expand(node: _Node) -> list[_Node]:
         """Score the children of ``node``, queue them; returns them (exact ones only), best first."""
+        nonlocal best, expansions
         expanded.add(node.removed)
-        state["expansions"] += 1
+        expansions += 1
         blocks = [b for b in range(num_blocks) if b not in node.removed]
         children = objective.children(node.removed, blocks)
         scores = tuple(block_score(node.accuracy, acc, b) for b, acc in children.items())
@@ -127,8 +129,8 @@ def astar_search(objective: Objective, *, num_remove: int, budget: SearchBudget 
             step = SearchStep(len(node.removed) + 1, score, scores, node.accuracy, child)
             new = _Node(removed, node.steps + (step,), child, child.accuracy - sum(rest[:left]))
             out.append(new)
-            if len(removed) == num_remove and (state["best"] is None or child.rank_key < state["best"].accuracy.rank_key):
-                state["best"] = new
+            if len(removed) == num_remove and (best is None or child.rank_key < best.accuracy.rank_key):
+                best = new
             if removed in expanded or queued.get(removed, -float("inf")) >= new.estimate:
                 continue
             queued[removed] = new.estimate
@@ -138,22 +140,18 @@ def astar_search(objective: Objective, *, num_remove: int, budget: SearchBudget 
         return out
 
     # the first path is greedy's (the best child at every depth): an incumbent as good as greedy's set
-    heapq.heappop(heap)
     node, out_of_budget = root, False
-    while len(node.removed) < num_remove - 1 or not node.steps:
-        if node.steps and budget.exhausted(objective.spent(), start):
-            out_of_budget = True
+    while True:
+        if 0 < len(node.removed) < num_remove - 1 and budget.exhausted(objective.spent(), start):
+            out_of_budget = True               # the root and the last step of the path are always expanded
             break
         children = expand(node)
-        if not children or not children[0].accuracy.above_random or len(children[0].removed) == num_remove:
+        if len(node.removed) == num_remove - 1 or not children or not children[0].accuracy.above_random:
             break
         node = children[0]
-    else:
-        expand(node)
     dive = node                                # where greedy's path stopped (the budget, or chance level)
     while heap and not out_of_budget:
         _, _, node = heapq.heappop(heap)
-        best = state["best"]
         if best is not None and node.estimate <= best.accuracy.accuracy and (settings.admissible or budget.unlimited):
             break                              # no open node is estimated to beat the best complete set
         if len(node.removed) == num_remove:
@@ -170,7 +168,6 @@ def astar_search(objective: Objective, *, num_remove: int, budget: SearchBudget 
         if len(heap) > settings.max_open:
             heap = heapq.nsmallest(settings.max_open, heap)
             heapq.heapify(heap)
-    best, expansions = state["best"], state["expansions"]
     notes: tuple[str, ...] = ()
     completed: tuple[int, ...] = ()
     if best is None:
