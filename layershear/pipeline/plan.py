@@ -97,6 +97,7 @@ def plan_job(model, *, calib, ratio: float | None = None, num_remove: int | None
     from layershear.model.arch import decoder_blocks
     from layershear.pipeline.prune import check_settings
     from layershear.scoring.scorer import Scorer
+    from layershear.search.beam import beam_plan
     from layershear.search.count import check_request, num_to_remove
 
     emit = on_event or (lambda _e: None)
@@ -126,8 +127,6 @@ def plan_job(model, *, calib, ratio: float | None = None, num_remove: int | None
     weights = sum(p.numel() * p.element_size() for p in hf_model.parameters())
     plan = engine.cache_plan
     cache_bytes = plan.planned_bytes if plan is not None else 0
-    from layershear.search.beam import beam_plan
-
     return JobPlan(
         source=source, device=str(param.device), dtype=str(param.dtype).removeprefix("torch."),
         num_blocks=len(blocks), num_remove=k, search=search, width=width,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from layershear.errors import ScoringError
 from layershear.scoring.accuracy import ModelAccuracy
@@ -127,8 +127,6 @@ def evolve(objective: Objective, start: SearchResult, *, budget: SearchBudget = 
             on_generation(generation, best, improved)
     if stale >= settings.patience:
         notes.append(f"stopped after {settings.patience} generations without an improving offspring")
-    from dataclasses import replace
-
     cost = start.cost
     if cost is not None:
         cost = replace(cost, generations=generation)
