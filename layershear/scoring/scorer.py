@@ -19,8 +19,10 @@ from layershear.data.benchmarks import MCItem
 from layershear.engine.config import EngineConfig
 from layershear.engine.loglikelihood import LoglikelihoodEngine, ProgressFn, RankFn
 from layershear.engine.prefix_cache import CachePlan
+from layershear.engine.streamed import StreamedEngine, StreamPlan
 from layershear.engine.requests import requests_by_item, requests_of
 from layershear.errors import ScoringError
+from layershear.model.streaming import WeightSource
 from layershear.scoring.accuracy import ModelAccuracy, measure_of, model_accuracy
 from layershear.scoring.racing import RaceSettings, better_than, eliminated, item_slices, per_test_delta
 from layershear.scoring.relevance import BlockScore, block_score, check_defined
@@ -72,6 +74,11 @@ class Scorer:
         chunk_tokens: text documents of D (:class:`layershear.data.benchmarks.text.TextDoc`) are cut
             into chunks of this many tokens and every token is scored as one item, by next-token
             accuracy (:mod:`layershear.scoring.text`).
+        weights: the decoder blocks' weights, to be streamed to the device one block at a time
+            (the model's blocks are ``meta``; :class:`layershear.engine.streamed.StreamedEngine`);
+            None = the blocks are in memory.
+        stream_plan: with ``weights``, where hidden states wait and how many models share a sweep
+            (None: chosen by measured free memory).
         batch_size, max_length, add_bos, engine, on_progress, cache_plan: as
             :class:`layershear.engine.loglikelihood.LoglikelihoodEngine`.
 
@@ -88,7 +95,8 @@ class Scorer:
                  max_length: int | None = None, acc_norm: bool | None = None, add_bos: bool = False,
                  engine: str | EngineConfig = "fast", on_progress: ProgressFn | None = None,
                  cache_plan: CachePlan | None = None, race: RaceSettings | None = None,
-                 chunk_tokens: int = CHUNK_TOKENS, slices: int | None = None) -> None:
+                 chunk_tokens: int = CHUNK_TOKENS, slices: int | None = None, weights: WeightSource | None = None,
+                 stream_plan: StreamPlan | None = None) -> None:
         if not items:
             raise ScoringError("The calibration set is empty; check the recipe's tasks and fractions")
         self.items = expand_text(items, tokenizer, vocab_size=output_vocab_size(model), chunk_tokens=chunk_tokens)
@@ -98,10 +106,12 @@ class Scorer:
         self.race = race
         layout = race or (RaceSettings(slices=slices) if slices else None)
         self.item_slice = item_slices(len(self.items), layout) if layout else [0] * len(self.items)
-        self.engine = LoglikelihoodEngine(
-            model, tokenizer, requests, batch_size=batch_size, max_length=max_length, add_bos=add_bos, engine=engine,
-            on_progress=on_progress, cache_plan=cache_plan,
-            slices=[self.item_slice[r.item] for r in requests] if layout else None, racing=race is not None)
+        common = dict(batch_size=batch_size, max_length=max_length, add_bos=add_bos, engine=engine, on_progress=on_progress,
+                      slices=[self.item_slice[r.item] for r in requests] if layout else None, racing=race is not None)
+        if weights is None:
+            self.engine = LoglikelihoodEngine(model, tokenizer, requests, cache_plan=cache_plan, **common)
+        else:
+            self.engine = StreamedEngine(model, tokenizer, requests, weights=weights, stream_plan=stream_plan, **common)
         self.num_blocks = self.engine.num_blocks
         self._memo: dict[frozenset[int], ModelAccuracy] = {}
         self._raced: dict[frozenset[int], ModelAccuracy] = {}   # racing estimates of eliminated candidates

@@ -1,0 +1,254 @@
+"""StreamedEngine: the log-likelihood engine for models whose blocks do not fit on the device.
+
+Same requests, layout and numbers as :class:`layershear.engine.loglikelihood.LoglikelihoodEngine`,
+computed layer-major (:mod:`layershear.engine.layer_major`): each call scores all its models in
+sweeps over the blocks, and a sweep brings each block's weights to the device once
+(:class:`layershear.model.streaming.BlockStreamer`; two blocks resident at most, the current one and
+the prefetched next). A greedy step is one sweep: the current model and all its candidates, each
+candidate sharing the current model's states up to its removed block. Hidden states wait between
+blocks on the device, or in pinned host memory when they do not fit there (:func:`plan_streaming`);
+when they do not fit in host memory either, the models of a call are split over several sweeps.
+
+Under torch.distributed each process runs its share of the batches and the log-likelihoods are
+summed across processes, as in the in-memory engine. Step reuse and candidate stacking do not
+apply (there is no cross-step cache to reuse; the sweep already shares each block's weights among
+all candidates).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from layershear.engine.config import engine_config
+from layershear.engine.distributed import min_across, my_share, sum_across
+from layershear.engine.forward import batch_loglikelihoods
+from layershear.engine.fused import fused_kernels
+from layershear.engine.layer_major import Tape, run_layer_major, standing_in
+from layershear.engine.layout import requests_in
+from layershear.engine.loglikelihood import EliminateFn, EliminateSetsFn, LoglikelihoodEngine, RankFn
+from layershear.engine.packing import PackedBatch, packed_loglikelihoods
+from layershear.engine.prefix_cache import free_memory
+from layershear.model.streaming import BlockStreamer, WeightSource
+
+
+#: tokens of final states stacked into one LM-head pass (packed layouts), unless the engine's
+#: ``stack_tokens`` says otherwise
+HEAD_TOKENS = 16384
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """Where hidden states wait between blocks and how many models share one sweep.
+
+    ``where``: ``device`` or ``host`` (pinned CPU memory, CUDA only); ``models_per_sweep``: models
+    scored in one sweep over the blocks at most (each holds one state per batch); ``state_bytes``:
+    one model's states over this process's batches; ``budget_bytes``: the memory they had to fit in.
+    """
+
+    where: str
+    models_per_sweep: int
+    state_bytes: int
+    budget_bytes: int
+
+    def describe(self) -> str:
+        return (f"streamed blocks: 1 block's weights on the device at a time (+1 prefetched); hidden states of up to "
+                f"{self.models_per_sweep} models per sweep on {self.where}, {self.state_bytes / 2**20:.1f} MiB each "
+                f"(budget {self.budget_bytes / 2**30:.2f} GiB)")
+
+
+def plan_streaming(state_bytes: int, models: int, device: torch.device, *, fraction: float = 0.5,
+                   free: tuple[int, int] | None = None) -> StreamPlan:
+    """Choose where states wait and how many models share a sweep, by measured free memory.
+
+    Args:
+        state_bytes: bytes of one model's hidden states over the batches one process runs
+            (tokens x hidden x dtype).
+        models: the most models a call will score together (a greedy step: blocks + 1).
+        device: the device blocks run on.
+        fraction: share of free memory the states may use.
+        free: (device, host) free bytes; measured when None (the least over processes).
+
+    Returns:
+        All ``models`` on the device if they fit; else (CUDA) all in pinned host memory; else as
+        many as fit on the device (at least 1).
+    """
+    if free is None:
+        free = min_across(free_memory(device), device)
+    dev_budget, host_budget = int(fraction * free[0]), int(fraction * free[1])
+    need = state_bytes * models
+    if need <= dev_budget:
+        return StreamPlan("device", models, state_bytes, dev_budget)
+    if device.type == "cuda" and need <= host_budget:
+        return StreamPlan("host", models, state_bytes, host_budget)
+    return StreamPlan("device", max(1, dev_budget // max(1, state_bytes)), state_bytes, dev_budget)
+
+
+class StreamedEngine(LoglikelihoodEngine):
+    """:class:`LoglikelihoodEngine` whose decoder blocks are streamed to the device one at a time.
+
+    Args:
+        model: a causal LM whose blocks' parameters are ``meta`` tensors
+            (:func:`layershear.model.streaming.streamed_model`, or a loaded model after
+            :class:`layershear.model.streaming.HostWeights` took its block weights).
+        weights: where the blocks' weights are read from.
+        stream_plan: where states wait and how many models share a sweep; None = chosen by measured
+            free memory (:func:`plan_streaming`).
+        on_load: called with the block index after each block's weights are installed.
+        tokenizer, requests, and the rest: as :class:`LoglikelihoodEngine` (``engine``'s
+            ``skip_prefix``, ``step_reuse`` and ``stack_tokens`` do not apply).
+
+    Raises:
+        ScoringError: as :class:`LoglikelihoodEngine`.
+    """
+
+    def __init__(self, model, tokenizer, requests, *, weights: WeightSource, stream_plan: StreamPlan | None = None,
+                 on_load: Callable[[int], None] | None = None, engine="fast", **kwargs) -> None:
+        config = engine_config(engine)
+        self.head_tokens = config.stack_tokens or HEAD_TOKENS
+        config = dataclasses.replace(config, skip_prefix=False, step_reuse=False, stack_tokens=0)
+        super().__init__(model, tokenizer, requests, engine=config, **kwargs)
+        embeddings = model.get_input_embeddings().weight
+        self.device, self.dtype = embeddings.device, embeddings.dtype
+        self.weights, self.on_load = weights, on_load
+        mine = my_share(list(range(len(self.batches))))
+        state_bytes = sum(self.layout.shapes[j].rows * self.layout.shapes[j].width for j in mine) \
+            * embeddings.shape[1] * embeddings.element_size()
+        state_bytes = -min_across((-state_bytes,), self.device)[0]
+        self.stream_plan = stream_plan or plan_streaming(state_bytes, self.num_blocks + 1, self.device)
+        self.block_loads = 0
+        self.sweeps = 0
+        self.peak_block_bytes = 0
+
+    def describe(self, *, steps: int = 1) -> list[str]:
+        return [*super().describe(steps=steps), self.stream_plan.describe()]
+
+    def cost(self) -> dict:
+        return {**super().cost(), "streamed": {**dataclasses.asdict(self.stream_plan), "sweeps": self.sweeps,
+                                               "block_loads": self.block_loads,
+                                               "peak_block_bytes": self.peak_block_bytes}}
+
+    def _keep(self, state: torch.Tensor) -> torch.Tensor:
+        if self.stream_plan.where == "host" and state.device.type != "cpu":
+            return torch.empty(state.shape, dtype=state.dtype, pin_memory=True).copy_(state, non_blocking=True)
+        return state
+
+    def _forward(self, j: int, copies: int = 1) -> torch.Tensor:
+        """The model's own forward and scoring on batch ``j`` (``[copies, requests of j]``)."""
+        batch, full = self.batches[j], not self.config.scored_head
+        if isinstance(batch, PackedBatch):
+            out = packed_loglikelihoods(self.model, batch, pad_id=self.pad_id, full_logits=full, copies=copies)
+            return out.view(copies, -1)
+        return batch_loglikelihoods(self.model, [self.requests[k] for k in batch], max_length=self.max_length,
+                                    pad_id=self.pad_id, full_logits=full).view(1, -1)
+
+    @torch.inference_mode()
+    def sweep(self, sets: Iterable[Iterable[int]], batches: Sequence[int] | None = None, *,
+              label: str = "") -> dict[frozenset[int], torch.Tensor]:
+        """Log-likelihoods of the models without each of ``sets``, on ``batches`` (None: all), in
+        sweeps of at most ``stream_plan.models_per_sweep`` models; not memoised.
+
+        Returns:
+            removed set -> float64 ``[num_requests]`` (nats; 0 for requests outside ``batches``), on CPU.
+        """
+        sets = list(dict.fromkeys(frozenset(s) for s in sets))
+        per = self.stream_plan.models_per_sweep
+        out: dict[frozenset[int], torch.Tensor] = {}
+        for start in range(0, len(sets), per):
+            out.update(self._one_sweep(sets[start:start + per], batches, label))
+        return out
+
+    def _one_sweep(self, sets: list[frozenset[int]], batches: Sequence[int] | None, label: str):
+        todo = my_share(list(range(len(self.batches))) if batches is None else list(batches))
+        shapes = self.layout.shapes
+        tape = Tape()
+        streamer = BlockStreamer(self.model, self.weights, self.device, self.dtype, on_load=self.on_load)
+        lls = {s: torch.zeros(len(self.requests), dtype=torch.float64) for s in sets}
+
+        def ran(j: int) -> None:
+            self.stats.block_tokens += shapes[j].rows * shapes[j].width
+            self.stats.attention_pairs += shapes[j].attention_pairs
+
+        def progress(done: int, total: int) -> None:
+            if self.on_progress is not None:
+                self.on_progress(label or f"{len(sets)} models, streamed", done, total)
+
+        try:
+            with fused_kernels(self.fusion), standing_in(self.model, tape):
+                for j in todo:
+                    tape.record(j, lambda j=j: self._forward(j))
+                finals = run_layer_major(streamer, tape, sets, todo, num_blocks=self.num_blocks, keep=self._keep,
+                                         on_run=ran, on_block=progress)
+                tape.forget()
+                for j in todo:
+                    index = list(requests_in(self.batches[j]))
+                    width = shapes[j].rows * shapes[j].width
+                    packed_copies = max(1, self.head_tokens // width) if self.packed else 1
+                    for c in range(0, len(sets), packed_copies):
+                        group = sets[c:c + packed_copies]
+                        state = torch.cat([finals[s][j].to(self.device) for s in group])
+                        scores = tape.replay(j, state, lambda j=j, n=len(group): self._forward(j, n))
+                        for s, row in zip(group, scores):
+                            lls[s][index] = row
+                    self.stats.count([shapes[j]] * len(sets), blocks_run=0)
+        finally:
+            streamer.close()
+        self.sweeps += 1
+        self.block_loads += streamer.loads
+        self.peak_block_bytes = max(self.peak_block_bytes, streamer.peak_bytes)
+        summed = sum_across(torch.stack([lls[s] for s in sets]), self.device)
+        return dict(zip(sets, summed))
+
+    def run(self, removed: Iterable[int] = (), *, label: str = "", hook=None, caches=(), only=None,
+            reduce: bool = True) -> torch.Tensor:
+        """One streamed pass over the requests with ``removed`` taken out (``only``: those batches);
+        not memoised. ``hook`` and ``caches`` (block-input caching) do not apply here."""
+        if hook is not None or caches:
+            raise NotImplementedError("block-input hooks are not supported by the streamed engine")   # a layershear bug
+        removed = frozenset(removed)
+        return self.sweep([removed], only, label=label)[removed]
+
+    def loglikelihood(self, removed: Iterable[int] = ()) -> torch.Tensor:
+        key = frozenset(removed)
+        if key not in self._exact:
+            self._store(key, self.sweep([key], label=f"without {sorted(key)}" if key else "full model")[key])
+        return self._exact[key]
+
+    def children(self, parent: Iterable[int], blocks: Iterable[int], *, rank: RankFn) -> dict[int, torch.Tensor]:
+        """As :meth:`LoglikelihoodEngine.children`: the current model and all missing candidates in one sweep."""
+        parent, blocks = frozenset(parent), list(blocks)
+        missing = [parent | {b} for b in blocks if parent | {b} not in self._exact]
+        if missing:
+            todo = missing + ([parent] if parent not in self._exact else [])      # the parent's states are computed anyway
+            for removed, row in self.sweep(todo, label=f"children of {sorted(parent)}, streamed").items():
+                self._store(removed, row)
+        return {b: self._exact[parent | {b}] for b in blocks}
+
+    def race(self, parent: Iterable[int], blocks: Sequence[int], eliminate: EliminateFn) -> dict[int, torch.Tensor]:
+        parent = frozenset(parent)
+        sets = {parent | {b}: b for b in blocks}
+        out = self.race_sets(list(sets), lambda sl, lls: {parent | {b} for b in eliminate(sl, {sets[r]: v for r, v in lls.items()})},
+                             count_shared=False)
+        return {sets[r]: v for r, v in out.items()}
+
+    def race_sets(self, sets: Sequence[frozenset[int]], eliminate: EliminateSetsFn, slices: int | None = None, *,
+                  count_shared: bool = True) -> dict[frozenset[int], torch.Tensor]:
+        """As :meth:`LoglikelihoodEngine.race_sets`, one streamed sweep per slice over the sets still alive."""
+        last = len(self.slice_batches) if slices is None else min(slices, len(self.slice_batches))
+        lls = {r: torch.full((len(self.requests),), float("nan"), dtype=torch.float64) for r in map(frozenset, sets)}
+        alive = list(lls)
+        for sl, batch_ids in enumerate(self.slice_batches[:last]):
+            index = [k for j in batch_ids for k in requests_in(self.batches[j])]
+            for r, row in self.sweep(alive, batch_ids, label=f"{len(alive)} models (slice {sl + 1})").items():
+                lls[r][index] = row[index]
+            if sl == last - 1:
+                break
+            for r in list(eliminate(sl, {r: lls[r] for r in alive})):
+                alive.remove(r)
+        if last == len(self.slice_batches):
+            for r in alive:
+                self._store(r, lls[r])
+        return {r: lls[r] for r in alive}
