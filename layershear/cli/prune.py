@@ -10,6 +10,7 @@ import click
 from layershear.cli.options import Command, calib_options, command_line, data_of, data_options, model_options
 from layershear.scoring.metric_names import METRICS
 
+PLACEMENTS = ("auto", "replica", "split", "streamed")   # layershear.model.placement.PLACEMENTS
 SEARCHES = ("greedy", "beam", "astar", "evolve")     # layershear.search.SEARCHES, named here so --help needs no torch
 BOUND_NAMES = ("mcnemar", "serfling")                # layershear.scoring.racing.BOUNDS
 
@@ -57,12 +58,15 @@ BOUND_NAMES = ("mcnemar", "serfling")                # layershear.scoring.racing
                    "costs seconds and bf16 rounds differently; pays off on long jobs only.")
 @click.option("--push-to-hub", "push_repo", default=None, help="Also upload the pruned model to this Hub repo (user/name).")
 @click.option("--private", is_flag=True, help="Create the Hub repo as private.")
+@click.option("--placement", type=click.Choice(PLACEMENTS), default="auto", show_default=True,
+              help="Where the weights live: replica (all on one device), split (over the GPUs this process sees), "
+                   "streamed (blocks streamed from the shards, one at a time), auto (the first that fits).")
 @click.option("--max-shard-size", default="5GB", show_default=True, help="Largest safetensors shard (e.g. 2GB, 500MB).")
 @data_options
 @model_options
 def command(model, ratio, num_remove, calib_spec, acc_norm, engine, out, overwrite, resume, restart, search, beam_width,
             search_budget, search_seed, admissible, eval_spec, metric, iterative, race, race_bound, race_delta, race_slices,
-            compile_blocks, push_repo, private, max_shard_size, source,
+            compile_blocks, push_repo, private, placement, max_shard_size, source,
             data_dir, batch_size, max_length, num_fewshot, add_bos, dtype, device, revision, trust_remote_code) -> None:
     """Score blocks, remove the least relevant ones greedily, export the pruned MODEL (Hub id or local folder).
 
@@ -109,7 +113,7 @@ def command(model, ratio, num_remove, calib_spec, acc_norm, engine, out, overwri
                               if race else None,
                               batch_size=batch_size, max_length=max_length, add_bos=add_bos, dtype=dtype, device=device,
                               revision=revision, trust_remote_code=trust_remote_code, data=data_of(source, data_dir, num_fewshot),
-                              command=command_line(), journal=journal, on_event=on_event)
+                              command=command_line(), journal=journal, placement=placement, on_event=on_event)
         if run.search is not None:
             OUT.print(steps_table(run.search))
         if run.held_out is not None:

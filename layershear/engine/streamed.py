@@ -18,6 +18,7 @@ all candidates).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -33,7 +34,6 @@ from layershear.engine.loglikelihood import EliminateFn, EliminateSetsFn, Loglik
 from layershear.engine.packing import PackedBatch, packed_loglikelihoods
 from layershear.engine.prefix_cache import free_memory
 from layershear.model.streaming import BlockStreamer, WeightSource
-
 
 #: tokens of final states stacked into one LM-head pass (packed layouts), unless the engine's
 #: ``stack_tokens`` says otherwise
@@ -179,7 +179,7 @@ class StreamedEngine(LoglikelihoodEngine):
         try:
             with fused_kernels(self.fusion), standing_in(self.model, tape):
                 for j in todo:
-                    tape.record(j, lambda j=j: self._forward(j))
+                    tape.record(j, functools.partial(self._forward, j))
                 finals = run_layer_major(streamer, tape, sets, todo, num_blocks=self.num_blocks, keep=self._keep,
                                          on_run=ran, on_block=progress)
                 tape.forget()
@@ -190,7 +190,7 @@ class StreamedEngine(LoglikelihoodEngine):
                     for c in range(0, len(sets), packed_copies):
                         group = sets[c:c + packed_copies]
                         state = torch.cat([finals[s][j].to(self.device) for s in group])
-                        scores = tape.replay(j, state, lambda j=j, n=len(group): self._forward(j, n))
+                        scores = tape.replay(j, state, functools.partial(self._forward, j, len(group)))
                         for s, row in zip(group, scores):
                             lls[s][index] = row
                     self.stats.count([shapes[j]] * len(sets), blocks_run=0)

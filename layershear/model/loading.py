@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -69,6 +70,7 @@ def resolve_checkpoint(name_or_path: str, *, revision: str | None = None, code: 
 def load_model(
     name_or_path: str, *, dtype: str | torch.dtype = "auto", device: str | torch.device = "auto",
     revision: str | None = None, trust_remote_code: bool = False, load_tokenizer: bool = True,
+    device_map: dict[str, int] | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase | None]:
     """Load a supported causal LM and its tokenizer, in eval mode on ``device``.
 
@@ -87,6 +89,8 @@ def load_model(
         trust_remote_code: let transformers run Python files of the checkpoint (``auto_map``);
             False (the default) refuses such a checkpoint. Passed explicitly to every loader.
         load_tokenizer: also load (and require) the folder's tokenizer; False when the caller has one.
+        device_map: module -> GPU (:func:`layershear.model.placement.split_device_map`): the model is
+            split over those GPUs by accelerate (``device`` is then ignored); None = all on ``device``.
 
     Returns:
         ``(model, tokenizer)``; the tokenizer is None when ``load_tokenizer`` is False.
@@ -112,8 +116,9 @@ def load_model(
         raise UnsupportedModelError(f"transformers cannot read the config in {path}: {e}") from e
     block_layout(config)
     try:
+        split = {"device_map": device_map} if device_map is not None else {}
         model, info = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True,
-                                                           output_loading_info=True, **trust)
+                                                           output_loading_info=True, **split, **trust)
     except RuntimeError as e:  # a shape mismatch between config.json and the tensors
         mismatch_report(path, trust_remote_code=trust_remote_code)
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -129,7 +134,48 @@ def load_model(
     except (*CONFIG_ERRORS, OSError) as e:
         raise CheckpointError(f"cannot load the tokenizer of {path}: {str(e).strip().splitlines()[0]}") from e
     block_layout(model)
-    model = model.to(device).eval()
+    model = (model if device_map is not None else model.to(device)).eval()
     check_finite(model, path)
     LOG.info("loaded %s (%s) on %s as %s", name_or_path, type(model).__name__, device, dtype)
     return model, tokenizer
+
+
+def load_placed(name_or_path: str, *, placement: str = "auto", dtype: str | torch.dtype = "auto",
+                device: str | torch.device = "auto", revision: str | None = None, trust_remote_code: bool = False,
+                load_tokenizer: bool = True, free_bytes: tuple[int, ...] | None = None):
+    """Load a supported causal LM placed by ``placement`` (:mod:`layershear.model.placement`:
+    ``auto``, ``replica``, ``split``, ``streamed``), chosen from its weights' size and the measured
+    free memory of the devices.
+
+    Returns:
+        ``(model, tokenizer, placement, weights)``: ``weights`` is the
+        :class:`layershear.model.streaming.ShardWeights` to stream the blocks from (``streamed``),
+        else None; the model's blocks are then ``meta`` tensors.
+
+    Raises:
+        as :func:`load_model`; LayershearError for ``split`` without two GPUs or a model too large for them.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    from layershear.model.checkpoint import check_checkpoint
+    from layershear.model.placement import checkpoint_weight_bytes, choose_placement, free_device_bytes, split_device_map
+    from layershear.model.streaming import streamed_model
+
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, device)
+    path = resolve_checkpoint(name_or_path, revision=revision, code=trust_remote_code)
+    check_checkpoint(path, trust_remote_code=trust_remote_code, tokenizer=load_tokenizer)
+    free = free_bytes or free_device_bytes(device)
+    chosen = choose_placement(checkpoint_weight_bytes(path, dtype), free, placement)
+    if chosen.kind == "split":
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        chosen = dataclasses.replace(chosen, device_map=split_device_map(config, dtype, free))
+    if chosen.kind != "streamed":
+        model, tokenizer = load_model(name_or_path, dtype=dtype, device=device, revision=revision,
+                                      trust_remote_code=trust_remote_code, load_tokenizer=load_tokenizer,
+                                      device_map=chosen.device_map)
+        return model, tokenizer, chosen, None
+    model, weights = streamed_model(path, dtype=dtype, device=device)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code) if load_tokenizer else None
+    LOG.info("loaded %s (%s) on %s as %s, blocks streamed from %s", name_or_path, type(model).__name__, device, dtype, path)
+    return model, tokenizer, chosen, weights

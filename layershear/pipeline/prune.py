@@ -19,7 +19,7 @@ from layershear.data.recipes import CalibrationRecipe, EvalSuite
 from layershear.engine.config import EngineConfig
 from layershear.errors import LayershearError
 from layershear.inputs import DataSource, eval_documents
-from layershear.pipeline.run import EventFn, HeldOut, PruneEvent, PruneRun, draw_calibration, load_for_job
+from layershear.pipeline.run import EventFn, HeldOut, PruneEvent, PruneRun, draw_calibration, place_for_job
 from layershear.scoring.metric_names import ITERATIVE_BY_DEFAULT, METRICS
 from layershear.scoring.racing import RaceSettings
 from layershear.search.astar import ASTAR, AStarSettings
@@ -55,7 +55,7 @@ def prune_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Calib
                 compile_blocks: bool = False, eval: str | EvalSuite | None = None, batch_size: int = 16,
                 max_length: int | None = None, add_bos: bool = False, dtype: str = "auto", device: str = "auto",
                 revision: str | None = None, trust_remote_code: bool = False, data: DataSource | None = None, command: str | None = None,
-                journal: str | os.PathLike | None = None, on_event: EventFn | None = None) -> PruneRun:
+                placement: str = "auto", journal: str | os.PathLike | None = None, on_event: EventFn | None = None) -> PruneRun:
     """Remove ``ratio`` (or ``num_remove``) of ``model``'s decoder blocks, chosen on a calibration set.
 
     Args:
@@ -81,6 +81,10 @@ def prune_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Calib
         eval: an eval suite scored before and after on held-out documents (none by default).
         batch_size, max_length, add_bos: as :class:`layershear.scoring.scorer.Scorer`.
         dtype, device, revision: how to load ``model`` when it is an id or folder.
+        placement: where its weights live (:mod:`layershear.model.placement`): ``replica`` (all on
+            one device), ``split`` (over the GPUs this process sees), ``streamed`` (blocks streamed
+            from the shards one at a time) or ``auto`` (the first that fits the measured memory);
+            a model passed in memory is used as it is.
         data: where benchmark documents come from (default: local copies when found, else the Hub).
         command: the command line recorded in ``layershear.json`` and the card (default: this call).
         trust_remote_code: let transformers run the checkpoint's own code (``auto_map``); False
@@ -115,8 +119,12 @@ def prune_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Calib
     iterative = check_settings(metric, search, beam_width, iterative, race, compile_blocks)
     calibration = draw_calibration(calib, data, emit)
     held_out = eval_documents(eval, data, exclude=calibration.used()) if eval is not None else None
-    hf_model, tokenizer, source = load_for_job(model, tokenizer, emit, dtype=dtype, device=device, revision=revision,
-                                          trust_remote_code=trust_remote_code)
+    hf_model, tokenizer, source, weights = place_for_job(model, tokenizer, emit, placement=placement, dtype=dtype,
+                                                         device=device, revision=revision,
+                                                         trust_remote_code=trust_remote_code)
+    if weights is not None and (metric != "accuracy" or held_out is not None):
+        raise LayershearError("streamed blocks score by accuracy only: --metric baselines and --eval need the model in "
+                              "memory (--placement replica or split); evaluate the export with `layershear eval`")
     num_blocks = len(decoder_blocks(hf_model))
     k = num_to_remove(num_blocks, ratio=ratio, num=num_remove)
     emit(PruneEvent("info", f"removing {k} of {num_blocks} blocks"))
@@ -133,7 +141,7 @@ def prune_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Calib
     started = time.perf_counter()
     found = (search_by_accuracy(hf_model, tokenizer, calibration, k, search=search, width=beam_width,
                                 budget=search_budget, astar=astar, evolve=evolve, acc_norm=acc_norm, engine=engine,
-                                race=race, compile_blocks=compile_blocks, emit=emit, journal=log, **opts)
+                                race=race, compile_blocks=compile_blocks, emit=emit, journal=log, weights=weights, **opts)
              if metric == "accuracy"
              else search_by_baseline(hf_model, tokenizer, calibration, k, num_blocks=num_blocks, metric=metric, iterative=iterative,
                                      acc_norm=acc_norm, emit=emit, **opts))
@@ -142,7 +150,7 @@ def prune_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Calib
                   if held_out is not None else None)
     settings = {"ratio": ratio, "num_remove": k, "metric": metric, "strategy": found.strategy, "iterative": iterative,
                 "acc_norm": acc_norm, "engine": engine if isinstance(engine, str) else "custom", "dtype": dtype,
-                "device": device, "search": search, "beam_width": beam_width,
+                "device": device, "placement": placement, "search": search, "beam_width": beam_width,
                 "search_budget": dataclasses.asdict(search_budget), "eval": held_out[0] if held_out else None}
     record = found.record(calibration, source=source, settings=settings, seconds=seconds, held_out=evaluation,
                           command=command or _call(source, calibration, ratio, num_remove, metric, search, beam_width))

@@ -67,6 +67,36 @@ def load_for_job(model, tokenizer, emit: EventFn, **load):
     return model_and_tokenizer(model, tokenizer, **load)
 
 
+def place_for_job(model, tokenizer, emit: EventFn, *, placement: str = "auto", **load):
+    """``(model, tokenizer, source, weights)`` as :func:`load_for_job`, for a model given by id or
+    folder placed by ``placement`` (:func:`layershear.model.loading.load_placed`, the choice
+    emitted as an info line); ``weights``: the block weights to stream (``streamed``), else None.
+    A loaded model is used as it is (``placement`` ``auto`` or ``replica``).
+
+    Raises:
+        LayershearError: ``split`` or ``streamed`` asked for a model passed in memory; as ``load_placed``.
+    """
+    from layershear.errors import LayershearError
+
+    if not isinstance(model, str | os.PathLike):
+        if placement not in ("auto", "replica"):
+            raise LayershearError(f"--placement {placement} applies to a model given by Hub id or folder, not one "
+                                  "loaded in memory; pass its folder")
+        return (*load_for_job(model, tokenizer, emit, **load), None)
+    from layershear.engine.distributed import min_across
+    from layershear.model.devices import resolve_device
+    from layershear.model.loading import load_placed
+    from layershear.model.placement import free_device_bytes
+
+    emit(PruneEvent("stage", f"loading {model}"))
+    device = resolve_device(load.get("device", "auto"))
+    free = min_across(free_device_bytes(device), device)        # every process places alike
+    loaded, tok, chosen, weights = load_placed(os.fspath(model), placement=placement, load_tokenizer=tokenizer is None,
+                                               free_bytes=free, **load)
+    emit(PruneEvent("info", chosen.describe()))
+    return loaded, tokenizer or tok, os.fspath(model), weights
+
+
 @dataclass(frozen=True)
 class HeldOut:
     """Held-out evaluation of the model before (``base``) and after (``pruned``) the removal."""

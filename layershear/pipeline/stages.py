@@ -79,7 +79,10 @@ def build_scorer(model, tokenizer, items, *, race=None, **kwargs):
         return Scorer(model, tokenizer, items, race=race, **kwargs)
     if race is not None:
         raise LayershearError("--race applies to multiple-choice calibration sets, not generative ones (gsm8k)")
-    for key in ("acc_norm", "engine", "cache_plan", "slices"):       # log-likelihood settings
+    if kwargs.get("weights") is not None:
+        raise LayershearError("a generative calibration set (gsm8k) needs the model in memory; use --placement replica "
+                              "or split")
+    for key in ("acc_norm", "engine", "cache_plan", "slices", "weights", "stream_plan"):       # log-likelihood settings
         kwargs.pop(key, None)
     return GenerativeScorer(model, tokenizer, items, **kwargs)
 

@@ -19,8 +19,8 @@ from layershear.data.benchmarks import MCItem
 from layershear.engine.config import EngineConfig
 from layershear.engine.loglikelihood import LoglikelihoodEngine, ProgressFn, RankFn
 from layershear.engine.prefix_cache import CachePlan
-from layershear.engine.streamed import StreamedEngine, StreamPlan
 from layershear.engine.requests import requests_by_item, requests_of
+from layershear.engine.streamed import StreamedEngine, StreamPlan
 from layershear.errors import ScoringError
 from layershear.model.streaming import WeightSource
 from layershear.scoring.accuracy import ModelAccuracy, measure_of, model_accuracy

@@ -210,7 +210,7 @@ def test_eval_rejects_a_bad_exclusion_file(tiny_lm_dir, data_dirs, tmp_path):
 
 
 @pytest.mark.slow      # two torchrun processes; still runs by default (no -m filter)
-@pytest.mark.parametrize("mode", [["--race"], []])          # racing / exact mode with step reuse
+@pytest.mark.parametrize("mode", [["--race"], [], ["--placement", "streamed"]])   # racing / step reuse / layer-major
 def test_torchrun_two_processes_prune_the_same_blocks(tiny_lm_dir, data_dirs, tmp_path, mode):
     import os
     import subprocess
@@ -233,6 +233,27 @@ def test_torchrun_two_processes_prune_the_same_blocks(tiny_lm_dir, data_dirs, tm
     # each process ran about half of the forward passes
     assert two["cost"]["forward_passes"] < one["cost"]["forward_passes"]
     assert proc.stderr.count("removing 2 of 4 blocks") == 1          # rank 1 is quiet
+
+
+def test_streamed_placement_prunes_the_same_blocks_as_in_memory(tiny_lm_dir, data_dirs, tmp_path):
+    args = ["prune", tiny_lm_dir, "--num-remove", "2", "--calib", "piqa:16", "--data-dir", data_dirs[0], "--batch-size", "2"]
+    records = {}
+    for placement in ("replica", "streamed"):
+        result = run_cli(*args, "--placement", placement, "--out", tmp_path / placement)
+        assert result.exit_code == 0, result.output
+        assert f"placement: {placement} (asked for" in result.output
+        records[placement] = json.loads((tmp_path / placement / "layershear.json").read_text())
+    memory, streamed = records["replica"], records["streamed"]
+    assert streamed["search"]["removed"] == memory["search"]["removed"]
+    for a, b in zip(streamed["search"]["steps"], memory["search"]["steps"]):
+        assert [c["relevance"] for c in a["candidates"]] == pytest.approx([c["relevance"] for c in b["candidates"]])
+    # the full model, then one sweep per step (the current model and all its candidates)
+    assert streamed["cost"]["streamed"]["sweeps"] == 3 and memory["cost"].get("streamed") is None
+    assert json.loads((tmp_path / "streamed" / "config.json").read_text())["num_hidden_layers"] == 2
+    bad = run_cli(*args, "--placement", "streamed", "--metric", "cosine", "--out", tmp_path / "cos")
+    _assert_one_error_line(bad, "streamed blocks score by accuracy only")
+    _assert_one_error_line(run_cli(*args, "--placement", "split", "--out", tmp_path / "split"),
+                           "--placement split needs two or more GPUs")
 
 
 def test_prune_by_a_baseline_metric(tiny_lm_dir, data_dirs, tmp_path):
