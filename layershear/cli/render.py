@@ -103,16 +103,23 @@ def plan_table(plan) -> Table:
     table.add_column("", justify="left")
     rows = [
         ("device, dtype", f"{plan.device}, {plan.dtype}"),
+        ("placement", f"{plan.placement} ({plan.placement_reason})"
+                      + (f"; on {plan.devices} devices like this one: {plan.placement_on_devices}" if plan.devices > 1 else "")),
         ("weights", f"{plan.weights_bytes / gib:.2f} GiB ({plan.block_weights_bytes / gib:.3f} GiB per block)"),
         ("free after loading", f"device {plan.free_device_bytes / gib:.1f} GiB, host {plan.free_host_bytes / gib:.1f} GiB"),
         ("block-input cache", plan.cache),
         ("calibration", f"{plan.calibration_docs} documents, {plan.requests} requests, {plan.batches} batches, "
                         f"{plan.padded_tokens_per_pass:,} padded tokens per pass"),
         ("models the search scores", f"{plan.models:,} at most"),
-        ("block-tokens", f"fast engine <= {plan.fast_block_tokens:.3g}; reference (lm-eval) {plan.reference_block_tokens:.3g}"),
-        ("probe", f"{plan.probe_batches} batches, {plan.probe_block_tokens:,} block-tokens in {plan.probe_seconds:.3f} s"),
+        ("block-tokens", f"fast engine <= {plan.fast_block_tokens:.3g}; reference (lm-eval) {plan.reference_block_tokens:.3g}; "
+                         f"streamed {plan.streamed_block_tokens:.3g} ({plan.streamed_block_loads:,} block loads)"),
+        ("probe", f"{plan.probe_batches} batches, {plan.probe_block_tokens:,} block-tokens in {plan.probe_seconds:.3f} s"
+                  + (f"; {1e3 * plan.probe_fetch_seconds_per_block:.1f} ms to fetch a block"
+                     if plan.probe_fetch_seconds_per_block is not None else "")),
         ("estimated time", f"fast engine <= {_duration(plan.estimated_seconds_fast)}; reference "
-                           f"{_duration(plan.estimated_seconds_reference)} (work / the probe's rate: an estimate)"),
+                           f"{_duration(plan.estimated_seconds_reference)} on one device (work / the probe's rate: an estimate)"),
+        (f"estimated time, {plan.devices} device{'s' if plan.devices > 1 else ''}",
+         f"{_duration(plan.estimated_seconds)} ({plan.placement_on_devices})"),
     ]
     for name, value in rows:
         table.add_row(name, value)

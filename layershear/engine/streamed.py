@@ -122,6 +122,8 @@ class StreamedEngine(LoglikelihoodEngine):
         self.block_loads = 0
         self.sweeps = 0
         self.peak_block_bytes = 0
+        self.fetch_seconds = 0.0        # fetching blocks' weights, summed (the prefetch thread)
+        self.wait_seconds = 0.0         # computing waited for a fetch
 
     def describe(self, *, steps: int = 1) -> list[str]:
         return [*super().describe(steps=steps), self.stream_plan.describe()]
@@ -129,7 +131,9 @@ class StreamedEngine(LoglikelihoodEngine):
     def cost(self) -> dict:
         return {**super().cost(), "streamed": {**dataclasses.asdict(self.stream_plan), "sweeps": self.sweeps,
                                                "block_loads": self.block_loads,
-                                               "peak_block_bytes": self.peak_block_bytes}}
+                                               "peak_block_bytes": self.peak_block_bytes,
+                                               "fetch_seconds": round(self.fetch_seconds, 3),
+                                               "wait_seconds": round(self.wait_seconds, 3)}}
 
     def _keep(self, state: torch.Tensor) -> torch.Tensor:
         if self.stream_plan.where == "host" and state.device.type != "cpu":
@@ -199,6 +203,8 @@ class StreamedEngine(LoglikelihoodEngine):
         self.sweeps += 1
         self.block_loads += streamer.loads
         self.peak_block_bytes = max(self.peak_block_bytes, streamer.peak_bytes)
+        self.fetch_seconds += streamer.fetch_seconds
+        self.wait_seconds += streamer.wait_seconds
         summed = sum_across(torch.stack([lls[s] for s in sets]), self.device)
         return dict(zip(sets, summed))
 

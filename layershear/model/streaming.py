@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -132,7 +133,9 @@ class BlockStreamer:
     given the block that runs next, starts fetching it in a background thread (reading the shards,
     casting, and on CUDA copying from host on a side stream); :meth:`release` returns block k's
     parameters to ``meta``. ``resident_bytes`` counts the block weights on the device now, the
-    installed blocks and the prefetched one; ``peak_bytes`` is its maximum.
+    installed blocks and the prefetched one; ``peak_bytes`` is its maximum. ``fetch_seconds`` sums
+    the time spent fetching blocks (in the prefetch thread), ``wait_seconds`` the time :meth:`load`
+    waited for a fetch to finish (what prefetching did not hide).
 
     Args:
         model: a causal LM whose blocks' parameters are ``meta`` tensors.
@@ -149,6 +152,8 @@ class BlockStreamer:
         self.resident: dict[int, int] = {}          # block -> bytes on the device (installed or prefetched)
         self.peak_bytes = 0
         self.loads = 0
+        self.fetch_seconds = 0.0
+        self.wait_seconds = 0.0
         self._pending: tuple[int, Future] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layershear-prefetch")
         self._stream = torch.cuda.Stream(device) if device.type == "cuda" else None
@@ -158,13 +163,17 @@ class BlockStreamer:
         return sum(self.resident.values())
 
     def _fetch(self, block_idx: int) -> tuple[dict[str, torch.Tensor], torch.cuda.Event | None]:
+        started = time.perf_counter()
         tensors = self.source.block_tensors(block_idx)
         if self._stream is None:
-            return {k: v.to(self.device, self.dtype) for k, v in tensors.items()}, None
-        with torch.cuda.stream(self._stream):
-            out = {k: v.to(self.device, self.dtype, non_blocking=True) for k, v in tensors.items()}
-            event = torch.cuda.Event()
-            event.record(self._stream)
+            out, event = {k: v.to(self.device, self.dtype) for k, v in tensors.items()}, None
+        else:
+            with torch.cuda.stream(self._stream):
+                out = {k: v.to(self.device, self.dtype, non_blocking=True) for k, v in tensors.items()}
+                event = torch.cuda.Event()
+                event.record(self._stream)
+            event.synchronize()          # in this thread: the copy's time counts as fetching
+        self.fetch_seconds += time.perf_counter() - started
         return out, event
 
     def _start(self, block_idx: int) -> Future:
@@ -189,7 +198,9 @@ class BlockStreamer:
             self.resident.pop(pending[0], None)
             pending = None
         future = pending[1] if pending is not None else self._start(block_idx)
+        started = time.perf_counter()
         tensors, event = future.result()
+        self.wait_seconds += time.perf_counter() - started
         if event is not None:
             torch.cuda.current_stream(self.device).wait_event(event)
         block = self.blocks[block_idx]

@@ -1,10 +1,15 @@
 """The ``plan`` job: what a prune will cost before it starts (memory, forward work, an estimated time).
 
-:func:`plan_job` loads the model and draws the calibration set as ``prune`` would, builds the
-Scorer's layout and cache plan, counts the block-tokens the search will compute (padded tokens x
-decoder blocks run) and times a short probe: a forward pass over the first ``probe_batches``
-calibration batches. The estimate divides the counted work by the probe's measured rate; it is an
-estimate, not a measurement of the job (the fast engine's step reuse and stacking only lower it).
+:func:`plan_job` loads the model and draws the calibration set as ``prune`` would (with the same
+placement: one replica, split over GPUs, or streamed blocks), builds the Scorer's layout and cache
+or stream plan, counts the block-tokens the search will compute (padded tokens x decoder blocks
+run) and times a short probe: a forward pass over the first ``probe_batches`` calibration batches
+(streamed: one sweep over them, which also times fetching each block's weights). The estimate
+divides the counted work by the probe's measured rate; it is an estimate, not a measurement of the
+job (the fast engine's step reuse and stacking only lower it). For ``devices`` > 1 it is the same
+job on that many devices like this one: replicas divide the batches (an ideal split of the work);
+a model split over GPUs runs one GPU at a time (no gain); streamed processes divide the batches
+but each fetches every block.
 """
 
 from __future__ import annotations
@@ -14,7 +19,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from layershear.inputs import DataSource
-from layershear.pipeline.run import EventFn, draw_calibration, load_for_job
+from layershear.pipeline.run import EventFn, draw_calibration, place_for_job
+
+#: host-to-device copy rate assumed for a streamed plan planned from an in-memory probe (PCIe 4 x16,
+#: about 25 GB/s): only used when the probe itself did not stream
+HOST_TO_DEVICE_BYTES_S = 25e9
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,14 @@ class JobPlan:
     probe_block_tokens: int
     estimated_seconds_reference: float
     estimated_seconds_fast: float
+    placement: str = "replica"
+    placement_reason: str = ""
+    devices: int = 1
+    placement_on_devices: str = "replica"
+    streamed_block_tokens: int = 0
+    streamed_block_loads: int = 0
+    probe_fetch_seconds_per_block: float | None = None
+    estimated_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,23 +95,57 @@ def search_block_tokens(num_blocks: int, num_remove: int, width: int, padded_tok
     return reference, fast
 
 
+def streamed_block_tokens(num_blocks: int, num_remove: int, width: int, padded_tokens: int) -> tuple[int, int]:
+    """(block-tokens, block loads) of a greedy or beam search in the streamed engine
+    (:class:`layershear.engine.streamed.StreamedEngine`), exactly.
+
+    The full model is one sweep of N blocks. Each parent with n blocks (already scored) is one
+    sweep: candidate j (0-based among the kept blocks) runs the n - 1 - j blocks after it and shares
+    the parent's states up to j, which run the first n - 1 blocks once; each of the n blocks is
+    loaded once.
+    """
+    tokens, loads = num_blocks * padded_tokens, num_blocks
+    for depth in range(num_remove):
+        n = num_blocks - depth
+        parents = 1 if depth == 0 else width
+        tokens += parents * (n - 1 + n * (n - 1) // 2) * padded_tokens
+        loads += parents * n
+    return tokens, loads
+
+
+def _streamed_seconds(num_blocks: int, num_remove: int, width: int, padded: int, rate: float, fetch: float,
+                      devices: int) -> float:
+    """Sum over the sweeps of max(compute on 1/devices of the batches, fetching its blocks): prefetching
+    overlaps the two."""
+    total = max(num_blocks * padded / devices / rate, num_blocks * fetch)
+    for depth in range(num_remove):
+        n = num_blocks - depth
+        parents = 1 if depth == 0 else width
+        total += parents * max((n - 1 + n * (n - 1) // 2) * padded / devices / rate, n * fetch)
+    return total
+
+
 def plan_job(model, *, calib, ratio: float | None = None, num_remove: int | None = None, search: str = "greedy",
              beam_width: int = 1, batch_size: int = 16, max_length: int | None = None, add_bos: bool = False,
              dtype: str = "auto", device: str = "auto", revision: str | None = None, trust_remote_code: bool = False,
-             data: DataSource | None = None, probe_batches: int = 2, on_event: EventFn | None = None) -> JobPlan:
+             data: DataSource | None = None, probe_batches: int = 2, placement: str = "auto", devices: int = 1,
+             on_event: EventFn | None = None) -> JobPlan:
     """Plan a prune of ``model`` (arguments as :func:`layershear.pipeline.prune.prune_model`).
 
     ``search`` astar and evolve are planned as greedy: their cost is greedy's plus what
     ``--search-budget`` allows. ``probe_batches``: calibration batches timed (at least 1).
+    ``devices``: plan the job for that many devices like this one (GPUs, or CPU processes).
 
     Raises:
-        LayershearError: bad removal count or search; the errors of loading the model and drawing
-            the calibration set.
+        LayershearError: bad removal count, search or device count; the errors of loading the model
+            and drawing the calibration set.
     """
     import torch
 
     from layershear.engine.prefix_cache import free_memory
+    from layershear.errors import LayershearError
     from layershear.model.arch import decoder_blocks
+    from layershear.model.placement import choose_placement
     from layershear.pipeline.prune import check_settings
     from layershear.scoring.scorer import Scorer
     from layershear.search.beam import beam_plan
@@ -104,16 +155,20 @@ def plan_job(model, *, calib, ratio: float | None = None, num_remove: int | None
     check_request(ratio, num_remove)
     check_settings("accuracy", search, beam_width, None, None, False)
     calibration = draw_calibration(calib, data, emit)
-    hf_model, tokenizer, source = load_for_job(model, None, emit, dtype=dtype, device=device, revision=revision,
-                                               trust_remote_code=trust_remote_code)
+    if devices < 1:
+        raise LayershearError(f"--gpus {devices}: plan for at least 1 device")
+    hf_model, tokenizer, source, streamed, chosen = place_for_job(
+        model, None, emit, placement=placement, dtype=dtype, device=device, revision=revision,
+        trust_remote_code=trust_remote_code)
     blocks = decoder_blocks(hf_model)
     k = num_to_remove(len(blocks), ratio=ratio, num=num_remove)
     scorer = Scorer(hf_model, tokenizer, calibration.items, batch_size=batch_size, max_length=max_length,
-                    add_bos=add_bos)
+                    add_bos=add_bos, weights=streamed)
     engine = scorer.engine
     padded = sum(s.rows * s.width for s in engine.batch_shapes)
     width = beam_width if search == "beam" else 1
     reference, fast = search_block_tokens(len(blocks), k, width, padded)
+    swept, loads = streamed_block_tokens(len(blocks), k, width, padded)
     probe = list(range(min(max(1, probe_batches), len(engine.batches))))
     before = engine.stats.block_tokens
     started = time.perf_counter()
@@ -121,23 +176,39 @@ def plan_job(model, *, calib, ratio: float | None = None, num_remove: int | None
         engine.run((), label="probe", only=probe)
     seconds = time.perf_counter() - started
     probe_tokens = engine.stats.block_tokens - before
-    rate = probe_tokens / seconds if seconds > 0 else float("inf")
+    fetch = engine.fetch_seconds / max(1, engine.block_loads) if streamed is not None else None
+    computing = seconds - (engine.wait_seconds if streamed is not None else 0.0)
+    rate = probe_tokens / computing if computing > 0 else float("inf")
     param = next(hf_model.parameters())
     free_device, free_host = free_memory(param.device)
-    weights = sum(p.numel() * p.element_size() for p in hf_model.parameters())
+    block_bytes = sum(p.numel() for p in blocks[0].parameters()) * param.element_size()
+    weights = sum(p.numel() * p.element_size() for p in hf_model.parameters())      # streamed blocks: meta, counted
+    kind = chosen.kind if chosen is not None else "replica"
+    on_devices = kind if placement != "auto" or chosen is None else \
+        choose_placement(chosen.weight_bytes, chosen.free_bytes[:1] * devices).kind
+    if on_devices == "streamed":
+        estimate = _streamed_seconds(len(blocks), k, width, padded, rate,
+                                     fetch if fetch is not None else block_bytes / HOST_TO_DEVICE_BYTES_S, devices)
+    else:
+        estimate = fast / rate / (devices if on_devices == "replica" else 1)
     plan = engine.cache_plan
     cache_bytes = plan.planned_bytes if plan is not None else 0
     return JobPlan(
         source=source, device=str(param.device), dtype=str(param.dtype).removeprefix("torch."),
         num_blocks=len(blocks), num_remove=k, search=search, width=width,
         models=beam_plan(len(blocks), k, width).models, weights_bytes=weights,
-        block_weights_bytes=sum(p.numel() * p.element_size() for p in blocks[0].parameters()),
+        block_weights_bytes=block_bytes,
         free_device_bytes=free_device, free_host_bytes=free_host,
-        cache=plan.describe() if plan is not None else "none", cache_bytes=cache_bytes,
+        cache=plan.describe() if plan is not None else (engine.stream_plan.describe() if streamed is not None else "none"),
+        cache_bytes=cache_bytes,
         calibration_docs=len(calibration.items), requests=len(engine.requests), batches=len(engine.batches),
         padded_tokens_per_pass=padded, reference_block_tokens=reference, fast_block_tokens=fast,
         probe_batches=len(probe), probe_seconds=round(seconds, 4), probe_block_tokens=probe_tokens,
-        estimated_seconds_reference=round(reference / rate, 3), estimated_seconds_fast=round(fast / rate, 3))
+        estimated_seconds_reference=round(reference / rate, 3), estimated_seconds_fast=round(fast / rate, 3),
+        placement=kind, placement_reason=chosen.reason if chosen is not None else "a model loaded in memory",
+        devices=devices, placement_on_devices=on_devices, streamed_block_tokens=swept, streamed_block_loads=loads,
+        probe_fetch_seconds_per_block=round(fetch, 6) if fetch is not None else None,
+        estimated_seconds=round(estimate, 3))
 
 
-__all__ = ["JobPlan", "plan_job", "search_block_tokens"]
+__all__ = ["JobPlan", "plan_job", "search_block_tokens", "streamed_block_tokens"]

@@ -119,9 +119,9 @@ def prune_model(model, tokenizer=None, *, calib: str | CalibrationRecipe | Calib
     iterative = check_settings(metric, search, beam_width, iterative, race, compile_blocks)
     calibration = draw_calibration(calib, data, emit)
     held_out = eval_documents(eval, data, exclude=calibration.used()) if eval is not None else None
-    hf_model, tokenizer, source, weights = place_for_job(model, tokenizer, emit, placement=placement, dtype=dtype,
-                                                         device=device, revision=revision,
-                                                         trust_remote_code=trust_remote_code)
+    hf_model, tokenizer, source, weights, _ = place_for_job(model, tokenizer, emit, placement=placement, dtype=dtype,
+                                                            device=device, revision=revision,
+                                                            trust_remote_code=trust_remote_code)
     if weights is not None and (metric != "accuracy" or held_out is not None):
         raise LayershearError("streamed blocks score by accuracy only: --metric baselines and --eval need the model in "
                               "memory (--placement replica or split); evaluate the export with `layershear eval`")

@@ -68,10 +68,10 @@ def load_for_job(model, tokenizer, emit: EventFn, **load):
 
 
 def place_for_job(model, tokenizer, emit: EventFn, *, placement: str = "auto", **load):
-    """``(model, tokenizer, source, weights)`` as :func:`load_for_job`, for a model given by id or
-    folder placed by ``placement`` (:func:`layershear.model.loading.load_placed`, the choice
-    emitted as an info line); ``weights``: the block weights to stream (``streamed``), else None.
-    A loaded model is used as it is (``placement`` ``auto`` or ``replica``).
+    """``(model, tokenizer, source, weights, chosen)`` as :func:`load_for_job`, for a model given by
+    id or folder placed by ``placement`` (:func:`layershear.model.loading.load_placed`, the choice
+    ``chosen`` emitted as an info line); ``weights``: the block weights to stream (``streamed``),
+    else None. A loaded model is used as it is (``placement`` ``auto`` or ``replica``; ``chosen`` None).
 
     Raises:
         LayershearError: ``split`` or ``streamed`` asked for a model passed in memory; as ``load_placed``.
@@ -82,7 +82,7 @@ def place_for_job(model, tokenizer, emit: EventFn, *, placement: str = "auto", *
         if placement not in ("auto", "replica"):
             raise LayershearError(f"--placement {placement} applies to a model given by Hub id or folder, not one "
                                   "loaded in memory; pass its folder")
-        return (*load_for_job(model, tokenizer, emit, **load), None)
+        return (*load_for_job(model, tokenizer, emit, **load), None, None)
     from layershear.engine.distributed import min_across
     from layershear.model.devices import resolve_device
     from layershear.model.loading import load_placed
@@ -94,7 +94,7 @@ def place_for_job(model, tokenizer, emit: EventFn, *, placement: str = "auto", *
     loaded, tok, chosen, weights = load_placed(os.fspath(model), placement=placement, load_tokenizer=tokenizer is None,
                                                free_bytes=free, **load)
     emit(PruneEvent("info", chosen.describe()))
-    return loaded, tokenizer or tok, os.fspath(model), weights
+    return loaded, tokenizer or tok, os.fspath(model), weights, chosen
 
 
 @dataclass(frozen=True)

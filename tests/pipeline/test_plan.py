@@ -12,7 +12,7 @@ from layershear.data.benchmarks import load_split
 from layershear.engine.config import EngineConfig
 from layershear.errors import LayershearError
 from layershear.inputs import DataSource
-from layershear.pipeline.plan import plan_job, search_block_tokens
+from layershear.pipeline.plan import plan_job, search_block_tokens, streamed_block_tokens
 from layershear.scoring.scorer import Scorer
 from layershear.search import GreedyPruner
 
@@ -55,3 +55,35 @@ def test_plan_job_and_the_cli(tiny_lm_dir, data_dirs, tmp_path):
     assert record["width"] == 2 and record["models"] == 1 + 2 * 4 + 2 * 3      # beam_plan: an upper bound
     with pytest.raises(LayershearError, match="beam width 2 applies"):
         plan_job(tiny_lm_dir, calib="piqa:16", num_remove=1, beam_width=2, data=DataSource("local", data_dirs[0]))
+
+
+@pytest.mark.parametrize("num_remove", [1, 2])
+def test_streamed_count_is_what_the_streamed_engine_computes(tiny_lm_dir, data_dirs, num_remove):
+    import torch
+
+    from layershear.model.streaming import streamed_model
+
+    model, shards = streamed_model(tiny_lm_dir, dtype=torch.float32, device=torch.device("cpu"))
+    items = load_split("piqa", "validation", source="local", data_dir=data_dirs[0])[:16]
+    scorer = Scorer(model, AutoTokenizer.from_pretrained(tiny_lm_dir), items, weights=shards)
+    GreedyPruner(scorer).prune(num_remove)
+    padded = sum(s.rows * s.width for s in scorer.engine.batch_shapes)
+    tokens, loads = streamed_block_tokens(scorer.num_blocks, num_remove, 1, padded)
+    assert (scorer.engine.stats.block_tokens, scorer.engine.block_loads) == (tokens, loads)
+
+
+def test_plan_of_a_streamed_job_on_several_devices(tiny_lm_dir, data_dirs):
+    data = DataSource("local", data_dirs[0])
+    streamed = plan_job(tiny_lm_dir, calib="piqa:16", num_remove=2, data=data, probe_batches=1, placement="streamed",
+                        devices=2)
+    assert (streamed.placement, streamed.placement_on_devices, streamed.devices) == ("streamed", "streamed", 2)
+    assert streamed.probe_fetch_seconds_per_block > 0 and streamed.estimated_seconds > 0
+    assert streamed.streamed_block_loads == 4 + 4 + 3 and "streamed blocks" in streamed.cache
+    one = plan_job(tiny_lm_dir, calib="piqa:16", num_remove=2, data=data, probe_batches=1, devices=1)
+    four = plan_job(tiny_lm_dir, calib="piqa:16", num_remove=2, data=data, probe_batches=1, devices=4)
+    assert one.placement == four.placement_on_devices == "replica"          # a tiny model fits anywhere
+    assert four.estimated_seconds == pytest.approx(four.estimated_seconds_fast / 4, rel=1e-2, abs=2e-3)
+    result = run_cli("plan", tiny_lm_dir, "--calib", "piqa:16", "--num-remove", "1", "--data-dir", data_dirs[0],
+                     "--placement", "streamed", "--gpus", "2")
+    assert result.exit_code == 0, result.output
+    assert "estimated time, 2 devices" in result.stdout and "to fetch a block" in result.stdout
