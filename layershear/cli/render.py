@@ -119,7 +119,8 @@ def plan_table(plan) -> Table:
         ("estimated time", f"fast engine <= {_duration(plan.estimated_seconds_fast)}; reference "
                            f"{_duration(plan.estimated_seconds_reference)} on one device (work / the probe's rate: an estimate)"),
         (f"estimated time, {plan.devices} device{'s' if plan.devices > 1 else ''}",
-         f"{_duration(plan.estimated_seconds)} ({plan.placement_on_devices})"),
+         "; ".join(f"{name} {_duration(s)}" for name, s in plan.estimates.items())
+         + f" (chosen: {plan.placement_on_devices})"),
     ]
     for name, value in rows:
         table.add_row(name, value)

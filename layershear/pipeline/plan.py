@@ -15,7 +15,7 @@ but each fetches every block.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from layershear.inputs import DataSource
@@ -34,8 +34,16 @@ class JobPlan:
     in the fast engine's batch layout (``reference``: a full forward of every candidate, lm-eval's
     computation, which pads its own layout differently; ``fast``: candidates
     run from their cached block input, without step reuse or stacking, an upper bound on the fast
-    engine's). ``probe_*``: the measured probe; ``estimated_seconds_*`` = work / probe rate.
-    Free memory is measured after loading the model (its weights are already resident).
+    engine's; ``streamed``: the streamed engine's, exact, and its block loads). ``probe_*``: the
+    measured probe; ``estimated_seconds_*`` = work / probe rate on one device. ``placement``: the
+    one used here and why; ``estimates``: seconds of the job on ``devices`` devices like this one,
+    for each placement whose weights fit there (``replica``: one per device, each on 1/devices of
+    the batches; ``split``: one model over the devices, one device busy at a time; ``streamed``:
+    one per device, each fetching every block); ``placement_on_devices``: ``replica`` where it
+    fits, else the faster of the others (the one named with ``placement`` other than ``auto``),
+    ``estimated_seconds`` its time.
+    Free memory is measured after loading the model (its weights, or its embeddings and head
+    when streamed, are resident).
     """
 
     source: str
@@ -71,6 +79,7 @@ class JobPlan:
     streamed_block_loads: int = 0
     probe_fetch_seconds_per_block: float | None = None
     estimated_seconds: float = 0.0
+    estimates: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,6 +134,21 @@ def _streamed_seconds(num_blocks: int, num_remove: int, width: int, padded: int,
     return total
 
 
+def _fitting(chosen, devices: int) -> set[str]:
+    """The placements whose weights fit on ``devices`` devices like the one ``chosen`` measured."""
+    from layershear.model.placement import WEIGHT_SHARE
+
+    if chosen is None:                      # a model loaded in memory: it fits
+        return {"replica"}
+    free = chosen.free_bytes[0]
+    fits = {"streamed"}
+    if chosen.weight_bytes <= WEIGHT_SHARE * free:
+        fits.add("replica")
+    if devices > 1 and chosen.weight_bytes <= WEIGHT_SHARE * free * devices:
+        fits.add("split")
+    return fits
+
+
 def plan_job(model, *, calib, ratio: float | None = None, num_remove: int | None = None, search: str = "greedy",
              beam_width: int = 1, batch_size: int = 16, max_length: int | None = None, add_bos: bool = False,
              dtype: str = "auto", device: str = "auto", revision: str | None = None, trust_remote_code: bool = False,
@@ -145,7 +169,6 @@ def plan_job(model, *, calib, ratio: float | None = None, num_remove: int | None
     from layershear.engine.prefix_cache import free_memory
     from layershear.errors import LayershearError
     from layershear.model.arch import decoder_blocks
-    from layershear.model.placement import choose_placement
     from layershear.pipeline.prune import check_settings
     from layershear.scoring.scorer import Scorer
     from layershear.search.beam import beam_plan
@@ -184,13 +207,14 @@ def plan_job(model, *, calib, ratio: float | None = None, num_remove: int | None
     block_bytes = sum(p.numel() for p in blocks[0].parameters()) * param.element_size()
     weights = sum(p.numel() * p.element_size() for p in hf_model.parameters())      # streamed blocks: meta, counted
     kind = chosen.kind if chosen is not None else "replica"
-    on_devices = kind if placement != "auto" or chosen is None else \
-        choose_placement(chosen.weight_bytes, chosen.free_bytes[:1] * devices).kind
-    if on_devices == "streamed":
-        estimate = _streamed_seconds(len(blocks), k, width, padded, rate,
-                                     fetch if fetch is not None else block_bytes / HOST_TO_DEVICE_BYTES_S, devices)
-    else:
-        estimate = fast / rate / (devices if on_devices == "replica" else 1)
+    fits = _fitting(chosen, devices) if placement == "auto" else {placement if placement != "auto" else kind}
+    estimates = {"replica": fast / rate / devices, "split": fast / rate,
+                 "streamed": _streamed_seconds(len(blocks), k, width, padded, rate,
+                                               fetch if fetch is not None else block_bytes / HOST_TO_DEVICE_BYTES_S,
+                                               devices)}
+    estimates = {name: round(seconds, 3) for name, seconds in estimates.items() if name in fits}
+    # a replica per device when it fits (its count is an upper bound and it fetches nothing), else the faster
+    on_devices = "replica" if "replica" in estimates else min(estimates, key=estimates.get)
     plan = engine.cache_plan
     cache_bytes = plan.planned_bytes if plan is not None else 0
     return JobPlan(
@@ -208,7 +232,7 @@ def plan_job(model, *, calib, ratio: float | None = None, num_remove: int | None
         placement=kind, placement_reason=chosen.reason if chosen is not None else "a model loaded in memory",
         devices=devices, placement_on_devices=on_devices, streamed_block_tokens=swept, streamed_block_loads=loads,
         probe_fetch_seconds_per_block=round(fetch, 6) if fetch is not None else None,
-        estimated_seconds=round(estimate, 3))
+        estimated_seconds=estimates[on_devices], estimates=estimates)
 
 
 __all__ = ["JobPlan", "plan_job", "search_block_tokens", "streamed_block_tokens"]
