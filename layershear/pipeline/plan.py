@@ -104,33 +104,42 @@ def search_block_tokens(num_blocks: int, num_remove: int, width: int, padded_tok
     return reference, fast
 
 
-def streamed_block_tokens(num_blocks: int, num_remove: int, width: int, padded_tokens: int) -> tuple[int, int]:
+def streamed_block_tokens(num_blocks: int, num_remove: int, width: int, padded_tokens: int,
+                          models_per_sweep: int | None = None) -> tuple[int, int]:
     """(block-tokens, block loads) of a greedy or beam search in the streamed engine
     (:class:`layershear.engine.streamed.StreamedEngine`), exactly.
 
-    The full model is one sweep of N blocks. Each parent with n blocks (already scored) is one
-    sweep: candidate j (0-based among the kept blocks) runs the n - 1 - j blocks after it and shares
-    the parent's states up to j, which run the first n - 1 blocks once; each of the n blocks is
-    loaded once.
+    The full model is one sweep of N blocks. The n candidates of a parent with n blocks (already
+    scored) go in sweeps of ``models_per_sweep`` consecutive candidates (None: all in one): in a
+    sweep, candidate j (0-based among the kept blocks) runs the n - 1 - j blocks after it and shares
+    the parent's states up to j, which run once up to the sweep's last candidate; a sweep loads
+    every block (n - 1 for a sweep of one candidate, which skips its own).
     """
     tokens, loads = num_blocks * padded_tokens, num_blocks
     for depth in range(num_remove):
         n = num_blocks - depth
         parents = 1 if depth == 0 else width
-        tokens += parents * (n - 1 + n * (n - 1) // 2) * padded_tokens
-        loads += parents * n
+        per = models_per_sweep or n
+        for first in range(0, n, per):
+            group = range(first, min(first + per, n))
+            tokens += parents * (group[-1] + sum(n - 1 - j for j in group)) * padded_tokens
+            loads += parents * (n - 1 if len(group) == 1 else n)
     return tokens, loads
 
 
 def _streamed_seconds(num_blocks: int, num_remove: int, width: int, padded: int, rate: float, fetch: float,
-                      devices: int) -> float:
+                      devices: int, models_per_sweep: int | None = None) -> float:
     """Sum over the sweeps of max(compute on 1/devices of the batches, fetching its blocks): prefetching
     overlaps the two."""
     total = max(num_blocks * padded / devices / rate, num_blocks * fetch)
     for depth in range(num_remove):
         n = num_blocks - depth
         parents = 1 if depth == 0 else width
-        total += parents * max((n - 1 + n * (n - 1) // 2) * padded / devices / rate, n * fetch)
+        per = models_per_sweep or n
+        for first in range(0, n, per):
+            group = range(first, min(first + per, n))
+            work = (group[-1] + sum(n - 1 - j for j in group)) * padded
+            total += parents * max(work / devices / rate, (n - 1 if len(group) == 1 else n) * fetch)
     return total
 
 
@@ -191,7 +200,8 @@ def plan_job(model, *, calib, ratio: float | None = None, num_remove: int | None
     padded = sum(s.rows * s.width for s in engine.batch_shapes)
     width = beam_width if search == "beam" else 1
     reference, fast = search_block_tokens(len(blocks), k, width, padded)
-    swept, loads = streamed_block_tokens(len(blocks), k, width, padded)
+    per = engine.stream_plan.models_per_sweep if streamed is not None else None
+    swept, loads = streamed_block_tokens(len(blocks), k, width, padded, per)
     probe = list(range(min(max(1, probe_batches), len(engine.batches))))
     before = engine.stats.block_tokens
     started = time.perf_counter()
@@ -211,7 +221,7 @@ def plan_job(model, *, calib, ratio: float | None = None, num_remove: int | None
     estimates = {"replica": fast / rate / devices, "split": fast / rate,
                  "streamed": _streamed_seconds(len(blocks), k, width, padded, rate,
                                                fetch if fetch is not None else block_bytes / HOST_TO_DEVICE_BYTES_S,
-                                               devices)}
+                                               devices, per)}
     estimates = {name: round(seconds, 3) for name, seconds in estimates.items() if name in fits}
     # a replica per device when it fits (its count is an upper bound and it fetches nothing), else the faster
     on_devices = "replica" if "replica" in estimates else min(estimates, key=estimates.get)

@@ -91,8 +91,9 @@ def test_a_small_budget_splits_the_models_over_sweeps(tiny_checkpoints):
 def test_stream_plan_follows_free_memory():
     gpu = torch.device("cuda")
     assert plan_streaming(10, 5, gpu, free=(1000, 1000)).where == "device"
-    assert plan_streaming(100, 5, gpu, free=(100, 10_000)) == StreamPlan("host", 5, 100, 5000)
-    assert plan_streaming(100, 5, gpu, free=(400, 400)).models_per_sweep == 2
+    assert plan_streaming(100, 5, gpu, free=(400, 10_000)) == StreamPlan("device", 2, 100, 200)   # sweeps of 2
+    assert plan_streaming(100, 5, gpu, free=(100, 10_000)) == StreamPlan("host", 5, 100, 5000)    # not even one
+    assert plan_streaming(100, 5, gpu, free=(100, 300)) == StreamPlan("host", 1, 100, 150)
     assert plan_streaming(100, 5, CPU, free=(100, 100)).models_per_sweep == 1       # at least one
 
 

@@ -57,18 +57,21 @@ def test_plan_job_and_the_cli(tiny_lm_dir, data_dirs, tmp_path):
         plan_job(tiny_lm_dir, calib="piqa:16", num_remove=1, beam_width=2, data=DataSource("local", data_dirs[0]))
 
 
+@pytest.mark.parametrize("per", [None, 1, 3])           # models per sweep: all, one, some
 @pytest.mark.parametrize("num_remove", [1, 2])
-def test_streamed_count_is_what_the_streamed_engine_computes(tiny_lm_dir, data_dirs, num_remove):
+def test_streamed_count_is_what_the_streamed_engine_computes(tiny_lm_dir, data_dirs, num_remove, per):
     import torch
 
+    from layershear.engine.streamed import StreamPlan
     from layershear.model.streaming import streamed_model
 
     model, shards = streamed_model(tiny_lm_dir, dtype=torch.float32, device=torch.device("cpu"))
     items = load_split("piqa", "validation", source="local", data_dir=data_dirs[0])[:16]
-    scorer = Scorer(model, AutoTokenizer.from_pretrained(tiny_lm_dir), items, weights=shards)
+    plan = StreamPlan("device", per, 1, 1) if per else None
+    scorer = Scorer(model, AutoTokenizer.from_pretrained(tiny_lm_dir), items, weights=shards, stream_plan=plan)
     GreedyPruner(scorer).prune(num_remove)
     padded = sum(s.rows * s.width for s in scorer.engine.batch_shapes)
-    tokens, loads = streamed_block_tokens(scorer.num_blocks, num_remove, 1, padded)
+    tokens, loads = streamed_block_tokens(scorer.num_blocks, num_remove, 1, padded, per)
     assert (scorer.engine.stats.block_tokens, scorer.engine.block_loads) == (tokens, loads)
 
 
