@@ -29,6 +29,7 @@ _EXPORTS = {
     "LoglikelihoodEngine": "layershear.engine.loglikelihood", "loglikelihood": "layershear.engine.loglikelihood",
     "Request": "layershear.engine.requests", "EngineConfig": "layershear.engine.config",
     "load_model": "layershear.model.loading", "remove_blocks": "layershear.model.surgery",
+    "streamed_model": "layershear.model.streaming", "StreamedEngine": "layershear.engine.streamed",
     **{name: "layershear.errors" for name in ("LayershearError", "RecipeError", "BenchmarkError",
                                                "UnsupportedModelError", "ScoringError", "ExportError", "HubError")},
 }
