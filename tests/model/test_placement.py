@@ -20,7 +20,7 @@ def test_each_placement_is_chosen_by_a_simulated_device_budget():
     assert choose_placement(140 * GIB, [80 * GIB] * 2).kind == "streamed"        # 128 GiB usable < 140 GiB
     chosen = choose_placement(1 * GIB, [80 * GIB] * 2, "streamed")                # the override wins
     assert chosen == Placement("streamed", GIB, (80 * GIB, 80 * GIB), "asked for")
-    assert "placement: streamed (asked for; weights 1.00 GiB, free 80.0 + 80.0 GiB)" == chosen.describe()
+    assert chosen.describe() == "placement: streamed (asked for; weights 1.00 GiB, free 80.0 + 80.0 GiB)"
 
 
 def test_bad_placements_are_clear_errors():
