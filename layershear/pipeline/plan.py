@@ -104,6 +104,21 @@ def search_block_tokens(num_blocks: int, num_remove: int, width: int, padded_tok
     return reference, fast
 
 
+def _streamed_sweeps(num_blocks: int, num_remove: int, width: int,
+                     models_per_sweep: int | None) -> list[tuple[int, int]]:
+    """(blocks run, blocks loaded) of every sweep of the streamed engine over a greedy or beam search
+    (a sweep repeated for each of a depth's parents), in order; see :func:`streamed_block_tokens`."""
+    sweeps = [(num_blocks, num_blocks)]                     # the full model
+    for depth in range(num_remove):
+        n = num_blocks - depth
+        per = models_per_sweep or n
+        for first in range(0, n, per):
+            group = range(first, min(first + per, n))
+            sweep = (group[-1] + sum(n - 1 - j for j in group), n - 1 if len(group) == 1 else n)
+            sweeps += [sweep] * (1 if depth == 0 else width)
+    return sweeps
+
+
 def streamed_block_tokens(num_blocks: int, num_remove: int, width: int, padded_tokens: int,
                           models_per_sweep: int | None = None) -> tuple[int, int]:
     """(block-tokens, block loads) of a greedy or beam search in the streamed engine
@@ -115,32 +130,16 @@ def streamed_block_tokens(num_blocks: int, num_remove: int, width: int, padded_t
     the parent's states up to j, which run once up to the sweep's last candidate; a sweep loads
     every block (n - 1 for a sweep of one candidate, which skips its own).
     """
-    tokens, loads = num_blocks * padded_tokens, num_blocks
-    for depth in range(num_remove):
-        n = num_blocks - depth
-        parents = 1 if depth == 0 else width
-        per = models_per_sweep or n
-        for first in range(0, n, per):
-            group = range(first, min(first + per, n))
-            tokens += parents * (group[-1] + sum(n - 1 - j for j in group)) * padded_tokens
-            loads += parents * (n - 1 if len(group) == 1 else n)
-    return tokens, loads
+    sweeps = _streamed_sweeps(num_blocks, num_remove, width, models_per_sweep)
+    return sum(run for run, _ in sweeps) * padded_tokens, sum(loads for _, loads in sweeps)
 
 
 def _streamed_seconds(num_blocks: int, num_remove: int, width: int, padded: int, rate: float, fetch: float,
                       devices: int, models_per_sweep: int | None = None) -> float:
     """Sum over the sweeps of max(compute on 1/devices of the batches, fetching its blocks): prefetching
     overlaps the two."""
-    total = max(num_blocks * padded / devices / rate, num_blocks * fetch)
-    for depth in range(num_remove):
-        n = num_blocks - depth
-        parents = 1 if depth == 0 else width
-        per = models_per_sweep or n
-        for first in range(0, n, per):
-            group = range(first, min(first + per, n))
-            work = (group[-1] + sum(n - 1 - j for j in group)) * padded
-            total += parents * max(work / devices / rate, (n - 1 if len(group) == 1 else n) * fetch)
-    return total
+    return sum(max(run * padded / devices / rate, loads * fetch)
+               for run, loads in _streamed_sweeps(num_blocks, num_remove, width, models_per_sweep))
 
 
 def _fitting(chosen, devices: int) -> set[str]:
