@@ -424,11 +424,8 @@ class LoglikelihoodEngine:
         if count_shared:
             self.stats.shared_starts += sum(run.source is not None for run in runs.values())
         for sl, batch_ids in enumerate(self.slice_batches[:last]):
-            for r in alive:
-                run = runs[r]
-                out = self.run(run.skipped, label=f"without {sorted(r)} (slice {sl + 1})",
-                               caches=run.caches, hook=run.hook, only=batch_ids)
-                index = [k for j in batch_ids for k in requests_in(self.batches[j])]
+            index = [k for j in batch_ids for k in requests_in(self.batches[j])]
+            for r, out in self._slice_scores(alive, runs, sl, batch_ids).items():
                 lls[r][index] = out[index]
             if sl == last - 1:
                 break
@@ -438,6 +435,13 @@ class LoglikelihoodEngine:
             for r in alive:
                 self._store(r, lls[r])
         return {r: lls[r] for r in alive}
+
+    def _slice_scores(self, alive: Sequence[frozenset[int]], runs: dict[frozenset[int], Run], sl: int,
+                      batch_ids: Sequence[int]) -> dict[frozenset[int], torch.Tensor]:
+        """Log-likelihoods of the sets ``alive`` on racing slice ``sl`` (its batches ``batch_ids``),
+        each by its run; ``[num_requests]`` rows, meaningful on that slice's requests."""
+        return {r: self.run(runs[r].skipped, label=f"without {sorted(r)} (slice {sl + 1})", caches=runs[r].caches,
+                            hook=runs[r].hook, only=batch_ids) for r in alive}
 
     def _prefix_for(self, parent: frozenset[int]) -> BlockInputs:
         """Cached block inputs of f = model without ``parent`` (the blocks :attr:`cache_plan` keeps),

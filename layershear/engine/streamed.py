@@ -31,9 +31,10 @@ from layershear.engine.forward import batch_loglikelihoods
 from layershear.engine.fused import fused_kernels
 from layershear.engine.layer_major import Tape, run_layer_major, standing_in
 from layershear.engine.layout import requests_in
-from layershear.engine.loglikelihood import EliminateFn, EliminateSetsFn, LoglikelihoodEngine, RankFn
+from layershear.engine.loglikelihood import LoglikelihoodEngine, RankFn
 from layershear.engine.packing import PackedBatch, packed_loglikelihoods
 from layershear.engine.prefix_cache import free_memory
+from layershear.engine.runs import Run
 from layershear.model.streaming import BlockStreamer, WeightSource
 
 #: tokens of final states stacked into one LM-head pass (packed layouts), unless the engine's
@@ -238,28 +239,11 @@ class StreamedEngine(LoglikelihoodEngine):
                 self._store(removed, row)
         return {b: self._exact[parent | {b}] for b in blocks}
 
-    def race(self, parent: Iterable[int], blocks: Sequence[int], eliminate: EliminateFn) -> dict[int, torch.Tensor]:
-        parent = frozenset(parent)
-        sets = {parent | {b}: b for b in blocks}
-        out = self.race_sets(list(sets), lambda sl, lls: {parent | {b} for b in eliminate(sl, {sets[r]: v for r, v in lls.items()})},
-                             count_shared=False)
-        return {sets[r]: v for r, v in out.items()}
+    def run_for(self, removed: Iterable[int]) -> Run:
+        """A plain run of the model without ``removed``: nothing is cached across calls (the sweep
+        shares the states within one)."""
+        return Run(frozenset(removed))
 
-    def race_sets(self, sets: Sequence[frozenset[int]], eliminate: EliminateSetsFn, slices: int | None = None, *,
-                  count_shared: bool = True) -> dict[frozenset[int], torch.Tensor]:
-        """As :meth:`LoglikelihoodEngine.race_sets`, one streamed sweep per slice over the sets still alive."""
-        last = len(self.slice_batches) if slices is None else min(slices, len(self.slice_batches))
-        lls = {r: torch.full((len(self.requests),), float("nan"), dtype=torch.float64) for r in map(frozenset, sets)}
-        alive = list(lls)
-        for sl, batch_ids in enumerate(self.slice_batches[:last]):
-            index = [k for j in batch_ids for k in requests_in(self.batches[j])]
-            for r, row in self.sweep(alive, batch_ids, label=f"{len(alive)} models (slice {sl + 1})").items():
-                lls[r][index] = row[index]
-            if sl == last - 1:
-                break
-            for r in list(eliminate(sl, {r: lls[r] for r in alive})):
-                alive.remove(r)
-        if last == len(self.slice_batches):
-            for r in alive:
-                self._store(r, lls[r])
-        return {r: lls[r] for r in alive}
+    def _slice_scores(self, alive, runs, sl, batch_ids):
+        """All sets ``alive`` on slice ``sl`` in streamed sweeps (:meth:`LoglikelihoodEngine.race_sets`)."""
+        return self.sweep(alive, batch_ids, label=f"{len(alive)} models (slice {sl + 1})")
