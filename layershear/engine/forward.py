@@ -10,12 +10,55 @@ positions cannot influence real ones; the LM head runs only on the positions tha
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 
 from layershear.engine.requests import EncodedRequest
+
+
+class InFlight:
+    """Per-batch results read back to the host only once ``depth`` later batches are queued behind them.
+
+    Reading a result back to the host waits for its batch to finish. Reading each batch's before
+    queuing the next keeps one GPU busy at a time: with a model split over G GPUs, batch j + 1
+    could run on GPU 0 while batch j runs on GPU 1. With ``depth`` >= G the host queues up to
+    ``depth`` batches ahead (the calibration batches are the pipeline's micro-batches), and on one
+    GPU the host prepares the next batch while the current one computes. On the CPU it changes
+    nothing. The numbers are the same whatever ``depth``.
+
+    Args:
+        out: the CPU tensor the results are written into, ``out[index] = result``.
+        depth: batches queued at most before the oldest one is read back (1 = read each at once).
+    """
+
+    def __init__(self, out: torch.Tensor, depth: int) -> None:
+        self.out, self.depth = out, max(1, depth)
+        self.queue: deque[tuple[object, torch.Tensor]] = deque()
+
+    def put(self, index, result: torch.Tensor) -> None:
+        """Queue ``result`` (any device) for ``out[index]``; reads back the oldest beyond ``depth``."""
+        self.queue.append((index, result))
+        while len(self.queue) > self.depth:
+            self._read()
+
+    def drain(self) -> torch.Tensor:
+        """Read back every queued result (waits for the device); returns ``out``."""
+        while self.queue:
+            self._read()
+        return self.out
+
+    def _read(self) -> None:
+        index, result = self.queue.popleft()
+        self.out[index] = result.cpu()
+
+
+def pipeline_depth(model) -> int:
+    """Batches :class:`InFlight` queues for ``model``: one more than the devices its weights are on
+    (``meta`` tensors of a streamed model aside)."""
+    return len({p.device for p in model.parameters() if p.device.type != "meta"}) + 1
 
 
 def _batch_tensors(batch: Sequence[EncodedRequest], max_length: int, pad_id: int):
@@ -31,11 +74,33 @@ def _batch_tensors(batch: Sequence[EncodedRequest], max_length: int, pad_id: int
     return input_ids, spans
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` (a CPU tensor) on ``device``, without making the host wait for the device.
+
+    A plain ``.to("cuda")`` from pageable memory synchronizes the device's stream, so the host would
+    wait for every kernel already queued there; through pinned memory the copy is asynchronous
+    (PyTorch's caching host allocator keeps the pinned buffer until the copy has run). Elsewhere
+    (CPU, or ``t`` already there) it is ``t.to(device)``.
+    """
+    if device.type != "cuda" or t.device == device:
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 @contextmanager
 def _gather_before_head(model, rows: torch.Tensor, cols: torch.Tensor) -> Iterator[None]:
-    """Feed the LM head only hidden states ``[rows, cols]`` (as one ``[1, P, hidden]`` row)."""
+    """Feed the LM head only hidden states ``[rows, cols]`` (as one ``[1, P, hidden]`` row).
+
+    ``rows`` and ``cols`` are CPU tensors; they are copied to the device of the states the head
+    receives (the last GPU of a model split over several), once per device."""
+    placed: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
     def hook(_module, args):
-        return (args[0][rows, cols].unsqueeze(0), *args[1:])
+        hidden = args[0]
+        if hidden.device not in placed:
+            placed[hidden.device] = (to_device(rows, hidden.device), to_device(cols, hidden.device))
+        r, c = placed[hidden.device]
+        return (hidden[r, c].unsqueeze(0), *args[1:])
 
     handle = model.get_output_embeddings().register_forward_pre_hook(hook)
     try:
@@ -58,84 +123,98 @@ def target_logprobs(logits: torch.Tensor, targets: torch.Tensor, *, index: torch
 
     Args:
         logits: ``[R, vocab]`` LM-head output, any float dtype.
-        targets: ``[P]`` int64 token ids (or greedy targets).
-        index: ``[P]`` row of ``logits`` scoring each target; None = row k scores target k (P = R).
+        targets: ``[P]`` int64 token ids (or greedy targets), on the CPU.
+        index: ``[P]`` row of ``logits`` scoring each target, on the CPU; None = row k scores target k (P = R).
+        (Which targets fall in each chunk of rows is worked out on the CPU, so nothing is read back
+        from the device; ``targets`` or ``index`` on a device are first copied to the CPU, which waits.)
 
     Returns:
         float32 ``[P]`` log-probabilities (natural-log units) or 0/1 top-1 hits, on ``logits.device``.
     """
+    device = logits.device
+    targets = targets.cpu()
+    index = torch.arange(logits.shape[0]) if index is None else index.cpu()
     greedy = targets < 0
     tokens = torch.where(greedy, ~targets, targets)
-    index = torch.arange(logits.shape[0], device=logits.device) if index is None else index
     step = max(1, chunk_elements // max(1, logits.shape[-1]))
-    out = torch.empty(targets.shape[0], dtype=torch.float32, device=logits.device)
+    out = torch.empty(targets.shape[0], dtype=torch.float32, device=device)
     for start in range(0, logits.shape[0], step):
-        part = torch.log_softmax(logits[start:start + step].float(), dim=-1)
         where = ((index >= start) & (index < start + step)).nonzero()[:, 0]
-        local = index[where] - start
-        values = part[local, tokens[where]]
+        if not where.numel():
+            continue
+        part = torch.log_softmax(logits[start:start + step].float(), dim=-1)
+        local, picked = to_device(index[where] - start, device), to_device(tokens[where], device)
+        values = part[local, picked]
         if bool(greedy[where].any()):
-            hit = (part.argmax(dim=-1)[local] == tokens[where]).float()
-            values = torch.where(greedy[where], hit, values)
-        out[where] = values
+            hit = (part.argmax(dim=-1)[local] == picked).float()
+            values = torch.where(to_device(greedy[where], device), hit, values)
+        out[to_device(where, device)] = values
     return out
 
 
 def score_positions(model, input_ids: torch.Tensor, *, rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor,
                     owners: torch.Tensor, num_out: int, full_logits: bool = False, copies: int = 1,
-                    **forward_kwargs) -> torch.Tensor:
+                    to_host: bool = True, **forward_kwargs) -> torch.Tensor:
     """One forward pass; log-probability of ``targets[k]`` at hidden state ``[rows[k], cols[k]]``
     (or its top-1 hit, for a greedy target), summed per ``owners[k]``.
 
     ``full_logits`` computes the LM head at every position, as lm-eval does (the reference engine).
-    Otherwise only the scored positions go through the LM head: the model keeps the window of
-    positions that holds them (``logits_to_keep``), and a pre-hook on the LM head gathers exactly
-    the scored (row, position) pairs, so padding and context positions never reach the head or the
-    log-softmax. A position scored by several requests (a text token's log-probability and its
-    top-1 hit) goes through the head and the log-softmax once. ``forward_kwargs`` go to the model
-    (``attention_mask``, ``position_ids``). ``copies`` > 1: the blocks return that many stacked
-    copies of the batch's rows (:mod:`layershear.engine.stacking`), each scored on its own.
+    Otherwise only the scored positions go through the LM head: the model keeps the positions from
+    the first scored one on (``logits_to_keep``, a view), and a pre-hook on the LM head gathers
+    exactly the scored (row, position) pairs, so padding and context positions never reach the head
+    or the log-softmax. A position scored by several requests (a text token's log-probability and
+    its top-1 hit) goes through the head and the log-softmax once. ``forward_kwargs`` go to the
+    model (``attention_mask``, ``position_ids``). ``copies`` > 1: the blocks return that many
+    stacked copies of the batch's rows (:mod:`layershear.engine.stacking`), each scored on its own.
+
+    ``rows``, ``cols``, ``targets`` and ``owners`` are ``[P]`` int64 CPU tensors: every index is
+    worked out on the CPU and copied to the device asynchronously (:func:`to_device`), so the pass
+    reads nothing back from the device. With ``to_host=False`` the result stays on the LM head's
+    device, unsynchronized: the caller can queue the next batches first (a model split over GPUs
+    then computes several batches at once, one per GPU, as a pipeline).
 
     Returns:
         float64 tensor of shape ``[num_out]`` (``[copies, num_out]`` when ``copies`` > 1; natural-log
-        units), on CPU.
+        units), on CPU (``to_host=False``: on the LM head's device).
     """
-    device = input_ids.device
+    rows, cols, targets, owners = rows.cpu(), cols.cpu(), targets.cpu(), owners.cpu()
+    width = input_ids.shape[1]
     if copies > 1:
-        shift = torch.arange(copies, device=device)[:, None]
+        shift = torch.arange(copies)[:, None]
         rows = (rows[None] + shift * input_ids.shape[0]).reshape(-1)
         owners = (owners[None] + shift * num_out).reshape(-1)
         cols, targets = cols.repeat(copies), targets.repeat(copies)
     index = None
-    key = rows * input_ids.shape[1] + cols
+    key = rows * width + cols
     unique, inverse = torch.unique(key, return_inverse=True)
     if unique.numel() < key.numel():                   # shared positions: each through the head once
-        rows, cols, index = unique // input_ids.shape[1], unique % input_ids.shape[1], inverse
+        rows, cols, index = unique // width, unique % width, inverse
     first = 0 if full_logits else int(cols.min())
-    last = input_ids.shape[1] if full_logits else int(cols.max()) + 1
     gather = contextlib.nullcontext() if full_logits else _gather_before_head(model, rows, cols - first)
-    with gather:
-        logits = model(input_ids=input_ids, logits_to_keep=torch.arange(first, last, device=device),
-                       use_cache=False, **forward_kwargs).logits
-    picked = logits[rows, cols] if full_logits else logits[0]
+    with gather:      # logits_to_keep = n keeps the last n positions; 0 keeps all
+        logits = model(input_ids=input_ids, logits_to_keep=width - first, use_cache=False, **forward_kwargs).logits
+    device = logits.device
+    picked = logits[to_device(rows, device), to_device(cols, device)] if full_logits else logits[0]
     scores = target_logprobs(picked, targets, index=index).double()
-    out = torch.zeros(num_out * copies, dtype=torch.float64, device=device).index_add_(0, owners, scores).cpu()
-    return out.view(copies, num_out) if copies > 1 else out
+    out = torch.zeros(num_out * copies, dtype=torch.float64, device=device).index_add_(0, to_device(owners, device), scores)
+    out = out.view(copies, num_out) if copies > 1 else out
+    return out.cpu() if to_host else out
 
 
 @torch.inference_mode()
 def batch_loglikelihoods(model, batch: Sequence[EncodedRequest], *, max_length: int, pad_id: int,
-                         full_logits: bool = False) -> torch.Tensor:
+                         full_logits: bool = False, to_host: bool = True) -> torch.Tensor:
     """Summed continuation log-probabilities of one batch, one right-padded row per request
-    (lm-eval's layout; see :func:`score_positions` for ``full_logits``).
+    (lm-eval's layout; see :func:`score_positions` for ``full_logits`` and ``to_host``).
 
     Returns:
-        float64 tensor of shape ``[len(batch)]`` (natural-log units), on CPU.
+        float64 tensor of shape ``[len(batch)]`` (natural-log units), on CPU (``to_host=False``: on
+        the LM head's device).
     """
     device = next(model.parameters()).device
     input_ids, spans = _batch_tensors(batch, max_length, pad_id)
-    rows = torch.cat([torch.full((e - s,), r) for r, (s, e, _) in enumerate(spans)]).to(device)
-    cols = torch.cat([torch.arange(s, e) for s, e, _ in spans]).to(device)
-    targets = torch.tensor([t for _, _, tgt in spans for t in tgt], dtype=torch.long, device=device)
-    return score_positions(model, input_ids.to(device), rows=rows, cols=cols, targets=targets, owners=rows,
-                           num_out=len(batch), full_logits=full_logits)
+    rows = torch.cat([torch.full((e - s,), r) for r, (s, e, _) in enumerate(spans)])
+    cols = torch.cat([torch.arange(s, e) for s, e, _ in spans])
+    targets = torch.tensor([t for _, _, tgt in spans for t in tgt], dtype=torch.long)
+    return score_positions(model, to_device(input_ids, device), rows=rows, cols=cols, targets=targets, owners=rows,
+                           num_out=len(batch), full_logits=full_logits, to_host=to_host)

@@ -140,7 +140,8 @@ def run_layer_major(streamer: BlockStreamer, tape: Tape, sets: Sequence[frozense
         sets: distinct sets of removed blocks (at least one block of the model is kept by each).
         batches: batch indices.
         num_blocks: blocks of the model.
-        keep: where a state waits for its next block (``t`` itself on the device, or a host copy);
+        keep: where a state waits for its next block (``t`` itself on the device, a host copy, or a
+            memory-mapped copy on disk);
             states are moved to the block's device before it runs.
         on_run: called with the batch index after every (lane, block, batch) forward (work counting).
         on_block: called as ``on_block(done, total)`` after every block.

@@ -22,11 +22,11 @@ import torch
 
 from layershear.engine.config import EngineConfig, engine_config
 from layershear.engine.distributed import min_across, my_share, sum_across
-from layershear.engine.forward import batch_loglikelihoods
+from layershear.engine.forward import InFlight, batch_loglikelihoods, pipeline_depth
 from layershear.engine.fused import Fusion, fused_kernels
 from layershear.engine.layout import build_layout, requests_in
 from layershear.engine.packing import PackedBatch, packable, packed_loglikelihoods
-from layershear.engine.prefix_cache import BlockInputs, CachePlan, injecting, plan_cache
+from layershear.engine.prefix_cache import BlockInputs, CachePlan, free_memory, injecting, plan_cache
 from layershear.engine.requests import Request, check_lengths, default_max_length, encode_requests
 from layershear.engine.runs import Run, child_run, stored_run
 from layershear.engine.stacking import StackMember, stack_groups, stacking
@@ -91,6 +91,7 @@ class LoglikelihoodEngine:
         check_lengths(self.requests, self.max_length)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.num_blocks = len(decoder_blocks(model))
+        self.depth = pipeline_depth(model)        # batches in flight (forward.InFlight)
         self.slices = list(slices) if slices is not None else [0] * len(self.requests)
         self.fusion = Fusion.of(model) if self.config.fused_kernels else Fusion()
         self.packed = self.config.packed and packable(model)
@@ -115,8 +116,12 @@ class LoglikelihoodEngine:
         # the largest share over processes so that every process plans alike
         mine = sum(self.layout.shapes[j].rows * self.layout.shapes[j].width for j in my_share(list(range(len(self.batches)))))
         block_bytes = mine * embeddings.shape[1] * embeddings.element_size()
-        block_bytes = -min_across((-block_bytes,), embeddings.device)[0] if cache_plan is None else block_bytes
-        self.cache_plan = cache_plan or plan_cache(block_bytes, self.num_blocks, embeddings.device)
+        if cache_plan is None:
+            block_bytes = -min_across((-block_bytes,), embeddings.device)[0]
+            devices = sorted({p.device for p in self.model.parameters()}, key=str)    # several: split over GPUs
+            free = min_across(free_memory(embeddings.device, devices), embeddings.device)
+            cache_plan = plan_cache(block_bytes, self.num_blocks, embeddings.device, free=free)
+        self.cache_plan = cache_plan
         if self.config.step_reuse and not racing:
             self.step_reuse = StepReuse(block_bytes=block_bytes, where=self.cache_plan.where,
                                         every=self.cache_plan.every,
@@ -207,7 +212,7 @@ class LoglikelihoodEngine:
         removed = frozenset(removed)
         todo = my_share(list(range(len(self.batches))) if only is None else list(only))
         self.stats.count([self.layout.shapes[j] for j in todo], blocks_run=self.num_blocks - len(removed))
-        out = torch.zeros(len(self.requests), dtype=torch.float64)
+        results = InFlight(torch.zeros(len(self.requests), dtype=torch.float64), self.depth)
         full_logits = not self.config.scored_head
         with (remove_blocks(self.model, removed), fused_kernels(self.fusion),
               (hook(self.model) if hook else contextlib.nullcontext())):
@@ -216,14 +221,15 @@ class LoglikelihoodEngine:
                 for cache in caches:
                     cache.batch = j
                 if isinstance(batch, PackedBatch):
-                    out[list(batch.requests)] = packed_loglikelihoods(self.model, batch, pad_id=self.pad_id,
-                                                                      full_logits=full_logits)
+                    results.put(list(batch.requests), packed_loglikelihoods(
+                        self.model, batch, pad_id=self.pad_id, full_logits=full_logits, to_host=False))
                 else:
-                    out[batch] = batch_loglikelihoods(self.model, [self.requests[k] for k in batch],
-                                                      max_length=self.max_length, pad_id=self.pad_id,
-                                                      full_logits=full_logits)
+                    results.put(batch, batch_loglikelihoods(
+                        self.model, [self.requests[k] for k in batch], max_length=self.max_length,
+                        pad_id=self.pad_id, full_logits=full_logits, to_host=False))
                 if self.on_progress is not None:
                     self.on_progress(label, done, len(todo))
+            out = results.drain()
         return sum_across(out, next(self.model.parameters()).device) if reduce else out
 
     def loglikelihood(self, removed: Iterable[int] = ()) -> torch.Tensor:
@@ -372,7 +378,7 @@ class LoglikelihoodEngine:
         self.stats.forward_passes += len(todo)
         self.stats.stacked_runs += len(members)
         blocks = list(members)
-        out = torch.zeros(len(blocks), len(self.requests), dtype=torch.float64)
+        results = InFlight(torch.zeros(len(blocks), len(self.requests), dtype=torch.float64), self.depth)
         label = f"without {sorted(parent)} and one of {min(blocks)}..{max(blocks)} ({len(blocks)} stacked)"
         skipped = frozenset(range(self.num_blocks)) - set(kept)
         with (remove_blocks(self.model, skipped), fused_kernels(self.fusion),
@@ -381,11 +387,11 @@ class LoglikelihoodEngine:
                 stack.reset(j)
                 batch = self.batches[j]
                 lls = packed_loglikelihoods(self.model, batch, pad_id=self.pad_id,
-                                            full_logits=not self.config.scored_head, copies=len(blocks))
-                for i, b in enumerate(blocks):
-                    out[i, list(batch.requests)] = lls[members[b].order]
+                                            full_logits=not self.config.scored_head, copies=len(blocks), to_host=False)
+                results.put((slice(None), list(batch.requests)), lls[[members[b].order for b in blocks]])
                 if self.on_progress is not None:
                     self.on_progress(label, done * len(blocks), len(todo) * len(blocks))
+            out = results.drain()
         return {b: out[i] for i, b in enumerate(blocks)}
 
     def race(self, parent: Iterable[int], blocks: Sequence[int], eliminate: EliminateFn) -> dict[int, torch.Tensor]:

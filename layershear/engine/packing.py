@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from layershear.engine.forward import score_positions
+from layershear.engine.forward import score_positions, to_device
 from layershear.engine.requests import EncodedRequest
 
 #: Architectures whose forward accepts a custom 4-D mask (or a dict of them per layer type) and
@@ -217,7 +217,7 @@ def _allowed(batch: PackedBatch, device: torch.device, window: int | None) -> to
     for r, row in enumerate(batch.rows):
         ends[r, :len(row.ends)] = torch.tensor(row.ends)
         pos[r, :len(row.positions)] = torch.tensor(row.positions)
-    ends, pos = ends.to(device), pos.to(device)
+    ends, pos = to_device(ends, device), to_device(pos, device)
     idx = torch.arange(width, device=device)
     allowed = (idx[None, None, :] <= idx[None, :, None]) & (idx[None, :, None] <= ends[:, None, :])
     if window is not None:
@@ -243,13 +243,13 @@ def attention_masks(model, batch: PackedBatch, device: torch.device):
 
 @torch.inference_mode()
 def packed_loglikelihoods(model, batch: PackedBatch, *, pad_id: int, full_logits: bool = False,
-                          copies: int = 1) -> torch.Tensor:
-    """Summed continuation log-probabilities of the requests of one packed batch (``copies``: see
-    :func:`layershear.engine.forward.score_positions`).
+                          copies: int = 1, to_host: bool = True) -> torch.Tensor:
+    """Summed continuation log-probabilities of the requests of one packed batch (``copies``,
+    ``to_host``: see :func:`layershear.engine.forward.score_positions`).
 
     Returns:
         float64 tensor of shape ``[len(batch.requests)]`` (``[copies, len(batch.requests)]`` when
-        ``copies`` > 1; natural-log units), on CPU.
+        ``copies`` > 1; natural-log units), on CPU (``to_host=False``: on the LM head's device).
     """
     device = next(model.parameters()).device
     width = batch.width
@@ -259,8 +259,8 @@ def packed_loglikelihoods(model, batch: PackedBatch, *, pad_id: int, full_logits
         input_ids[r, :len(row.tokens)] = torch.tensor(row.tokens)
         position_ids[r, :len(row.positions)] = torch.tensor(row.positions)
     return score_positions(
-        model, input_ids.to(device),
-        rows=torch.tensor(batch.score_rows, device=device), cols=torch.tensor(batch.score_cols, device=device),
-        targets=torch.tensor(batch.targets, device=device), owners=torch.tensor(batch.owners, device=device),
-        num_out=len(batch.requests), full_logits=full_logits, copies=copies,
-        position_ids=position_ids.to(device), attention_mask=attention_masks(model, batch, device))
+        model, to_device(input_ids, device),
+        rows=torch.tensor(batch.score_rows), cols=torch.tensor(batch.score_cols),
+        targets=torch.tensor(batch.targets), owners=torch.tensor(batch.owners),
+        num_out=len(batch.requests), full_logits=full_logits, copies=copies, to_host=to_host,
+        position_ids=to_device(position_ids, device), attention_mask=attention_masks(model, batch, device))

@@ -71,14 +71,27 @@ def checkpoint_blocks(kept: Sequence[int], every: int) -> list[int]:
     return list(kept[::every])
 
 
-def free_memory(device: torch.device) -> tuple[int, int]:
-    """(free bytes on ``device``, available bytes of host RAM), measured now."""
+def free_memory(device: torch.device, devices: Sequence[torch.device] = ()) -> tuple[int, int]:
+    """(free bytes on ``device``, available bytes of host RAM), measured now.
+
+    ``devices``: the GPUs of a model split over several (each caches the inputs of its own blocks);
+    the device figure is then the least free of them times their number.
+    """
     import psutil  # a dependency of accelerate
 
     host = psutil.virtual_memory().available
+    gpus = [d for d in devices if d.type == "cuda"]
+    if len(gpus) > 1:
+        return len(gpus) * min(torch.cuda.mem_get_info(d)[0] for d in gpus), host
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0], host
     return host, host
+
+
+def block_device(block: torch.nn.Module) -> torch.device | None:
+    """The device of ``block``'s weights (None: it has none, or they are ``meta``)."""
+    param = next(block.parameters(), None)
+    return param.device if param is not None and param.device.type != "meta" else None
 
 
 def plan_cache(block_bytes: int, num_blocks: int, device: torch.device, *, fraction: float = 0.5,
@@ -130,12 +143,14 @@ class BlockInputs:
         self.states: dict[int, dict[int, torch.Tensor]] = {k: {} for k in self.stored}
         self.batch = 0   # index of the batch being run; set by the caller before each forward
 
-    def store(self, hidden: torch.Tensor) -> torch.Tensor:
+    def store(self, hidden: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+        """A copy of ``hidden`` kept where the plan says: pinned host memory (``host``), else on
+        ``device`` (the GPU that owns the block, for a model split over GPUs; None = where it is)."""
         hidden = hidden.detach()
         if self.where == "host" and hidden.device.type != "cpu":
             out = torch.empty(hidden.shape, dtype=hidden.dtype, pin_memory=True)
             return out.copy_(hidden, non_blocking=True)
-        return hidden.clone()
+        return hidden.to(device or hidden.device, copy=True)
 
     def checkpoint_before(self, block_idx: int) -> int:
         """The latest stored block at or before ``block_idx``."""
@@ -162,8 +177,8 @@ def capturing(model, kept: list[int], cache: BlockInputs, store: set[int] | None
         if store is not None and block_idx not in store:
             continue
 
-        def hook(_module, args, kwargs, block_idx=block_idx):
-            cache.states.setdefault(block_idx, {})[cache.batch] = cache.store(hidden_of(args, kwargs))
+        def hook(block, args, kwargs, block_idx=block_idx):
+            cache.states.setdefault(block_idx, {})[cache.batch] = cache.store(hidden_of(args, kwargs), block_device(block))
         handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
     try:
         yield
@@ -181,7 +196,7 @@ def injecting(model, cache: BlockInputs, block_idx: int, *, bypass: bool = False
     ``block_idx`` when ``block_idx`` was its last block (only the final norm and LM head follow).
     """
     first = decoder_blocks(model)[0]
-    device = next(model.parameters()).device
+    device = block_device(first) or next(model.parameters()).device
 
     def cached() -> torch.Tensor:
         state = cache.states[block_idx][cache.batch]

@@ -8,7 +8,7 @@ the prefetched next). A greedy step is one sweep: the current model and all its 
 candidate sharing the current model's states up to its removed block. Hidden states wait between
 blocks on the device; when the states of all models of a call do not fit there, the models are
 split over several sweeps, and only when not even one model's fit they wait in pinned host memory
-(:func:`plan_streaming`).
+(CUDA), or else on disk (:mod:`layershear.engine.spill`); :func:`plan_streaming` decides.
 
 Under torch.distributed each process runs its share of the batches and the log-likelihoods are
 summed across processes, as in the in-memory engine. Step reuse and candidate stacking do not
@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+import shutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -35,6 +37,8 @@ from layershear.engine.loglikelihood import LoglikelihoodEngine, RankFn
 from layershear.engine.packing import PackedBatch, packed_loglikelihoods
 from layershear.engine.prefix_cache import free_memory
 from layershear.engine.runs import Run
+from layershear.engine.spill import SPILL_DIR_ENV, spill_dir, spilled
+from layershear.errors import LayershearError
 from layershear.model.streaming import BlockStreamer, WeightSource
 
 #: tokens of final states stacked into one LM-head pass (packed layouts), unless the engine's
@@ -46,51 +50,72 @@ HEAD_TOKENS = 16384
 class StreamPlan:
     """Where hidden states wait between blocks and how many models share one sweep.
 
-    ``where``: ``device`` or ``host`` (pinned CPU memory, CUDA only); ``models_per_sweep``: models
-    scored in one sweep over the blocks at most (each holds one state per batch); ``state_bytes``:
-    one model's states over this process's batches; ``budget_bytes``: the memory they had to fit in.
+    ``where``: ``device``, ``host`` (pinned CPU memory, CUDA only) or ``disk`` (memory-mapped files
+    in ``spill_dir``, :mod:`layershear.engine.spill`); ``models_per_sweep``: models scored in one
+    sweep over the blocks at most (each holds one state per batch); ``state_bytes``: one model's
+    states over this process's batches; ``budget_bytes``: the memory (or disk space) they had to fit in.
     """
 
     where: str
     models_per_sweep: int
     state_bytes: int
     budget_bytes: int
+    spill_dir: str | None = None
 
     def describe(self) -> str:
+        where = f"disk ({self.spill_dir})" if self.where == "disk" else self.where
         return (f"streamed blocks: 1 block's weights on the device at a time (+1 prefetched); hidden states of up to "
-                f"{self.models_per_sweep} models per sweep on {self.where}, {self.state_bytes / 2**20:.1f} MiB each "
+                f"{self.models_per_sweep} models per sweep on {where}, {self.state_bytes / 2**20:.1f} MiB each "
                 f"(budget {self.budget_bytes / 2**30:.2f} GiB)")
 
 
 def plan_streaming(state_bytes: int, models: int, device: torch.device, *, fraction: float = 0.5,
-                   free: tuple[int, int] | None = None) -> StreamPlan:
+                   free: tuple[int, int] | None = None, disk: tuple[str, int] | None = None) -> StreamPlan:
     """Choose where states wait and how many models share a sweep, by measured free memory.
 
     States stay on the device whenever one model's fit: a sweep of m models recomputes the shared
     states of the current model once more per extra sweep (about 1/m more block work), while a
     state parked in host memory crosses the host link twice per block it runs (for a 70B block
     that is about 2 x 16 KiB per token against 1.7 GFLOP, hundreds of times slower than the compute).
+    Disk, slower still, is the last resort.
 
     Args:
         state_bytes: bytes of one model's hidden states over the batches one process runs
             (tokens x hidden x dtype).
         models: the most models a call will score together (a greedy step: blocks + 1).
         device: the device blocks run on.
-        fraction: share of free memory the states may use.
+        fraction: share of free memory (and disk space) the states may use.
         free: (device, host) free bytes; measured when None (the least over processes).
+        disk: (spill folder, its free bytes); None = :func:`layershear.engine.spill.spill_dir`,
+            measured (only when neither memory holds one model's states).
 
     Returns:
         All ``models`` on the device if they fit; else as many as fit there (sweeps of that many);
-        else (CUDA, not even one model fits) one model at a time in pinned host memory.
+        else (CUDA) as many as fit in pinned host memory; else as many as fit on disk.
+
+    Raises:
+        LayershearError: not even one model's states fit on disk.
     """
     if free is None:
         free = min_across(free_memory(device), device)
     dev_budget, host_budget = int(fraction * free[0]), int(fraction * free[1])
+    one = max(1, state_bytes)
     if state_bytes * models <= dev_budget:
         return StreamPlan("device", models, state_bytes, dev_budget)
-    if state_bytes <= dev_budget or device.type != "cuda":
-        return StreamPlan("device", max(1, dev_budget // max(1, state_bytes)), state_bytes, dev_budget)
-    return StreamPlan("host", max(1, min(models, host_budget // max(1, state_bytes))), state_bytes, host_budget)
+    if state_bytes <= dev_budget:
+        return StreamPlan("device", dev_budget // one, state_bytes, dev_budget)
+    if device.type == "cuda" and state_bytes <= host_budget:
+        return StreamPlan("host", min(models, host_budget // one), state_bytes, host_budget)
+    if disk is None:
+        folder = spill_dir()
+        disk = folder, min_across((shutil.disk_usage(folder).free,), device)[0] if os.path.isdir(folder) else 0
+    folder, disk_budget = disk[0], int(fraction * disk[1])
+    if state_bytes > disk_budget:
+        raise LayershearError(
+            f"the hidden states of one model need {state_bytes / 2**30:.2f} GiB; they fit neither in memory "
+            f"(budget {max(dev_budget, host_budget) / 2**30:.2f} GiB) nor in {folder} ({disk_budget / 2**30:.2f} GiB "
+            f"usable); set {SPILL_DIR_ENV} to a larger disk, or use fewer calibration documents or processes")
+    return StreamPlan("disk", min(models, disk_budget // one), state_bytes, disk_budget, folder)
 
 
 class StreamedEngine(LoglikelihoodEngine):
@@ -109,6 +134,8 @@ class StreamedEngine(LoglikelihoodEngine):
 
     Raises:
         ScoringError: as :class:`LoglikelihoodEngine`.
+        LayershearError: the states of one model fit neither in memory nor on disk; no room left
+            on the spill disk during a sweep.
     """
 
     def __init__(self, model, tokenizer, requests, *, weights: WeightSource, stream_plan: StreamPlan | None = None,
@@ -144,6 +171,8 @@ class StreamedEngine(LoglikelihoodEngine):
     def _keep(self, state: torch.Tensor) -> torch.Tensor:
         if self.stream_plan.where == "host" and state.device.type != "cpu":
             return torch.empty(state.shape, dtype=state.dtype, pin_memory=True).copy_(state, non_blocking=True)
+        if self.stream_plan.where == "disk":
+            return spilled(state, self.stream_plan.spill_dir or spill_dir())
         return state
 
     def _forward(self, j: int, copies: int = 1) -> torch.Tensor:

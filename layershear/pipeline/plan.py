@@ -8,8 +8,9 @@ run) and times a short probe: a forward pass over the first ``probe_batches`` ca
 divides the counted work by the probe's measured rate; it is an estimate, not a measurement of the
 job (the fast engine's step reuse and stacking only lower it). For ``devices`` > 1 it is the same
 job on that many devices like this one: replicas divide the batches (an ideal split of the work);
-a model split over GPUs runs one GPU at a time (no gain); streamed processes divide the batches
-but each fetches every block.
+a model split over G GPUs runs as a pipeline whose micro-batches are the calibration batches (each
+GPU holds 1/G of the blocks; a pass of B batches takes B + G - 1 stage times, a stage being 1/G of
+a batch's time); streamed processes divide the batches but each fetches every block.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class JobPlan:
     measured probe; ``estimated_seconds_*`` = work / probe rate on one device. ``placement``: the
     one used here and why; ``estimates``: seconds of the job on ``devices`` devices like this one,
     for each placement whose weights fit there (``replica``: one per device, each on 1/devices of
-    the batches; ``split``: one model over the devices, one device busy at a time; ``streamed``:
+    the batches; ``split``: one model over the devices as a pipeline of the batches; ``streamed``:
     one per device, each fetching every block); ``placement_on_devices``: ``replica`` where it
     fits, else the faster of the others (the one named with ``placement`` other than ``auto``),
     ``estimated_seconds`` its time.
@@ -142,6 +143,14 @@ def _streamed_seconds(num_blocks: int, num_remove: int, width: int, padded: int,
                for run, loads in _streamed_sweeps(num_blocks, num_remove, width, models_per_sweep))
 
 
+def split_seconds(seconds: float, devices: int, batches: int) -> float:
+    """Time of work that takes ``seconds`` on one device, on a model split over ``devices`` GPUs in
+    equal block ranges, with ``batches`` calibration batches per pass in flight
+    (:class:`layershear.engine.forward.InFlight`): a pipeline of ``batches + devices - 1`` stages
+    of ``1 / devices`` of a batch each (transfers between GPUs and uneven ranges not counted)."""
+    return seconds / devices * (batches + devices - 1) / max(1, batches)
+
+
 def _fitting(chosen, devices: int) -> set[str]:
     """The placements whose weights fit on ``devices`` devices like the one ``chosen`` measured."""
     from layershear.model.placement import WEIGHT_SHARE
@@ -217,7 +226,8 @@ def plan_job(model, *, calib, ratio: float | None = None, num_remove: int | None
     weights = sum(p.numel() * p.element_size() for p in hf_model.parameters())      # streamed blocks: meta, counted
     kind = chosen.kind if chosen is not None else "replica"
     fits = _fitting(chosen, devices) if placement == "auto" else {placement if placement != "auto" else kind}
-    estimates = {"replica": fast / rate / devices, "split": fast / rate,
+    batches = len(engine.batches)
+    estimates = {"replica": fast / rate / devices, "split": split_seconds(fast / rate, devices, batches),
                  "streamed": _streamed_seconds(len(blocks), k, width, padded, rate,
                                                fetch if fetch is not None else block_bytes / HOST_TO_DEVICE_BYTES_S,
                                                devices, per)}

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 import pytest
 import torch
 from helpers import CharTokenizer, load, mc_items, rigged_piqa
 
+import layershear.engine.streamed as streamed_module
+from layershear.engine.spill import spilled
 from layershear.engine.streamed import StreamPlan, plan_streaming
-from layershear.errors import CheckpointError
+from layershear.errors import CheckpointError, LayershearError
 from layershear.model.arch import decoder_blocks
 from layershear.model.streaming import HostWeights, ShardWeights, streamed_model
 from layershear.scoring.racing import RaceSettings
@@ -94,7 +99,52 @@ def test_stream_plan_follows_free_memory():
     assert plan_streaming(100, 5, gpu, free=(400, 10_000)) == StreamPlan("device", 2, 100, 200)   # sweeps of 2
     assert plan_streaming(100, 5, gpu, free=(100, 10_000)) == StreamPlan("host", 5, 100, 5000)    # not even one
     assert plan_streaming(100, 5, gpu, free=(100, 300)) == StreamPlan("host", 1, 100, 150)
-    assert plan_streaming(100, 5, CPU, free=(100, 100)).models_per_sweep == 1       # at least one
+    assert plan_streaming(100, 5, gpu, free=(100, 100), disk=("/spill", 1000)) == StreamPlan("disk", 5, 100, 500,
+                                                                                            "/spill")
+    assert plan_streaming(100, 5, CPU, free=(300, 300)) == StreamPlan("device", 1, 100, 150)     # at least one
+    assert plan_streaming(100, 5, CPU, free=(100, 10_000), disk=("/spill", 300)) == StreamPlan("disk", 1, 100, 150,
+                                                                                              "/spill")
+    with pytest.raises(LayershearError, match=r"fit neither in memory .* nor in /spill .* set LAYERSHEAR_SPILL_DIR"):
+        plan_streaming(100, 5, CPU, free=(100, 100), disk=("/spill", 100))
+
+
+def test_states_spilled_to_disk_give_the_same_numbers(tiny_checkpoints, tmp_path, monkeypatch):
+    path = tiny_checkpoints("llama")
+    memory = Scorer(load(path), CharTokenizer(), mc_items(), batch_size=4)
+    model, shards = streamed_model(path, dtype=torch.float32, device=CPU)
+    plan = plan_streaming(1000, 7, CPU, free=(1000, 1000), disk=(str(tmp_path), 10_000))
+    assert plan == StreamPlan("disk", 5, 1000, 5000, str(tmp_path))
+    files = []
+
+    def spilling(state, folder):
+        out = spilled(state, folder)
+        files.append(os.listdir(folder))
+        assert torch.equal(out, state.cpu()) and out.untyped_storage().filename is not None     # file-backed
+        return out
+    monkeypatch.setattr(streamed_module, "spilled", spilling)
+    streamed = Scorer(model, CharTokenizer(), mc_items(), batch_size=4, weights=shards, stream_plan=plan)
+    got, want = streamed.children(frozenset(), range(6)), memory.children(frozenset(), range(6))
+    for b in range(6):
+        torch.testing.assert_close(got[b].loglikelihoods, want[b].loglikelihoods, atol=1e-5, rtol=0)
+    assert streamed.engine.sweeps == 2                   # 7 models, 5 per sweep
+    assert len(files) > 6 and not any(files)            # every state spilled; each file unlinked at once
+    assert "on disk (" in streamed.engine.stream_plan.describe()
+
+
+def test_spilled_states_and_their_errors(tmp_path, monkeypatch):
+    state = torch.randn(3, 5, 8).to(torch.bfloat16)
+    out = spilled(state, str(tmp_path))
+    assert out.dtype == torch.bfloat16 and torch.equal(out, state) and not os.listdir(tmp_path)
+    assert spilled(torch.empty(0, 4), str(tmp_path)).shape == (0, 4)
+    with pytest.raises(LayershearError, match="cannot write spilled hidden states to .*missing.*LAYERSHEAR_SPILL_DIR"):
+        spilled(state, str(tmp_path / "missing"))
+
+    def full(_fd, _offset, _length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(LayershearError, match="no room for 0.0 MiB of spilled hidden states .*No space left"):
+        spilled(state, str(tmp_path))
+    assert not os.listdir(tmp_path)                      # nothing left behind
 
 
 def test_missing_block_weights_are_a_clear_error(tiny_checkpoints, tmp_path):
