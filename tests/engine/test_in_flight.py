@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import ARCHS, CharTokenizer, load, mc_items
+from helpers import ARCHS, CharTokenizer, load, mc_items, reuse_plan
 
 from layershear.engine.forward import InFlight, pipeline_depth
 from layershear.engine.fused import Fusion, fused_kernels
@@ -59,3 +59,22 @@ def test_the_depth_changes_no_number(tiny_checkpoints):
         got, want = scorers[0].children(parent, blocks), scorers[1].children(parent, blocks)
         for b in blocks:
             assert torch.equal(got[b].loglikelihoods, want[b].loglikelihoods)
+
+
+def test_greedy_steps_read_nothing_back_but_the_results(tiny_checkpoints, monkeypatch):
+    """The engine's whole step (the prefix cache's capture and injection, stacked candidates, step
+    reuse) on the ``meta`` device: the only reads from the device are the queued results."""
+    model = load(tiny_checkpoints("qwen3"))
+    scorer = Scorer(model, CharTokenizer(), mc_items(12), batch_size=4, cache_plan=reuse_plan())
+    model.to("meta")
+    read = []
+
+    def meta_read(self):
+        _index, result = self.queue.popleft()
+        read.append(result.device.type)
+    monkeypatch.setattr(InFlight, "_read", meta_read)
+    for parent in (frozenset(), frozenset({2})):
+        scorer.children(parent, [b for b in range(6) if b not in parent])
+    stats = scorer.engine.stats
+    assert stats.stacked_runs > 0 and stats.cache_bytes > 0        # stacking and the prefix cache ran
+    assert read == ["meta"] * stats.forward_passes

@@ -12,7 +12,7 @@ from layershear.data.benchmarks import load_split
 from layershear.engine.config import EngineConfig
 from layershear.errors import LayershearError
 from layershear.inputs import DataSource
-from layershear.pipeline.plan import plan_job, search_block_tokens, streamed_block_tokens
+from layershear.pipeline.plan import plan_job, search_block_tokens, split_seconds, streamed_block_tokens
 from layershear.scoring.scorer import Scorer
 from layershear.search import GreedyPruner
 
@@ -90,3 +90,9 @@ def test_plan_of_a_streamed_job_on_several_devices(tiny_lm_dir, data_dirs):
                      "--placement", "streamed", "--gpus", "2")
     assert result.exit_code == 0, result.output
     assert "estimated time, 2 devices" in result.stdout and "to fetch a block" in result.stdout
+
+
+def test_a_split_model_is_estimated_as_a_pipeline_of_its_batches():
+    assert split_seconds(80.0, 1, 35) == 80.0                        # one GPU: the work itself
+    assert split_seconds(80.0, 8, 35) == pytest.approx(80.0 / 8 * 42 / 35)      # 35 + 8 - 1 stages of 1/8
+    assert split_seconds(80.0, 2, 1) == 80.0                          # one batch: the GPUs take turns
