@@ -11,6 +11,7 @@ from helpers import ARCHS, CharTokenizer, load, mc_items, reuse_plan
 from layershear.engine.forward import InFlight, pipeline_depth
 from layershear.engine.fused import Fusion, fused_kernels
 from layershear.engine.packing import PACKABLE_MODEL_TYPES, PackedBatch, packed_loglikelihoods
+from layershear.model.arch import decoder_blocks
 from layershear.scoring.scorer import Scorer
 
 PACKABLE = [n for n, (cfg, _, kw, _) in ARCHS.items() if cfg(**kw).model_type in PACKABLE_MODEL_TYPES]
@@ -78,3 +79,25 @@ def test_greedy_steps_read_nothing_back_but_the_results(tiny_checkpoints, monkey
     stats = scorer.engine.stats
     assert stats.stacked_runs > 0 and stats.cache_bytes > 0        # stacking and the prefix cache ran
     assert read == ["meta"] * stats.forward_passes
+
+
+@pytest.mark.parametrize("name", ["llama_tied", "gemma3_text"])
+def test_the_engine_under_accelerates_device_map_hooks_equals_the_plain_model(tiny_checkpoints, name):
+    """``--placement split`` loads the model with accelerate's device map, whose hooks move each
+    module's inputs to its device. Here every module is on the CPU, with the hooks forced on: the
+    prefix cache, stacking and the LM head's gather run under them, with the same numbers."""
+    from accelerate import dispatch_model
+
+    path = tiny_checkpoints(name)
+    hooked = load(path)
+    device_map = {f"model.{child}": "cpu" for child, _ in hooked.model.named_children()} | {
+        child: "cpu" for child, _ in hooked.named_children() if child != "model"}
+    hooked = dispatch_model(hooked, device_map=device_map, main_device="cpu", force_hooks=True)
+    assert hasattr(decoder_blocks(hooked)[0], "_hf_hook") and hasattr(hooked.get_output_embeddings(), "_hf_hook")
+    scorers = [Scorer(m, CharTokenizer(), mc_items(12), batch_size=2) for m in (hooked, load(path))]
+    for parent in (frozenset(), frozenset({2})):
+        blocks = [b for b in range(6) if b not in parent]
+        got, want = (s.children(parent, blocks) for s in scorers)
+        for b in blocks:
+            assert torch.equal(got[b].loglikelihoods, want[b].loglikelihoods)
+    assert scorers[0].engine.stats.stacked_runs > 0
