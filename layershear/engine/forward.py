@@ -55,10 +55,15 @@ class InFlight:
         self.out[index] = result.cpu()
 
 
+def model_devices(model) -> list[torch.device]:
+    """The devices ``model``'s weights are on (several: split over GPUs), ``meta`` tensors of a
+    streamed model aside."""
+    return sorted({p.device for p in model.parameters() if p.device.type != "meta"}, key=str)
+
+
 def pipeline_depth(model) -> int:
-    """Batches :class:`InFlight` queues for ``model``: one more than the devices its weights are on
-    (``meta`` tensors of a streamed model aside)."""
-    return len({p.device for p in model.parameters() if p.device.type != "meta"}) + 1
+    """Batches :class:`InFlight` queues for ``model``: one more than the devices its weights are on."""
+    return len(model_devices(model)) + 1
 
 
 def _batch_tensors(batch: Sequence[EncodedRequest], max_length: int, pad_id: int):

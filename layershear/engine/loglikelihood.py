@@ -22,7 +22,7 @@ import torch
 
 from layershear.engine.config import EngineConfig, engine_config
 from layershear.engine.distributed import min_across, my_share, sum_across
-from layershear.engine.forward import InFlight, batch_loglikelihoods, pipeline_depth
+from layershear.engine.forward import InFlight, batch_loglikelihoods, model_devices, pipeline_depth
 from layershear.engine.fused import Fusion, fused_kernels
 from layershear.engine.layout import build_layout, requests_in
 from layershear.engine.packing import PackedBatch, packable, packed_loglikelihoods
@@ -110,16 +110,20 @@ class LoglikelihoodEngine:
         if self.config.skip_prefix:
             self._plan_caches(cache_plan, racing=slices is not None if racing is None else racing)
 
+    def _state_bytes(self, *, largest_across: bool = True) -> int:
+        """Bytes of one hidden state per batch over this process's share of the batches (all of them
+        for one process): tokens x hidden x dtype, one block's input or one model's states between
+        blocks. ``largest_across``: the largest share over processes, so that every process plans alike."""
+        embeddings = self.model.get_input_embeddings().weight
+        mine = sum(self.layout.shapes[j].rows * self.layout.shapes[j].width for j in my_share(list(range(len(self.batches)))))
+        nbytes = mine * embeddings.shape[1] * embeddings.element_size()
+        return -min_across((-nbytes,), embeddings.device)[0] if largest_across else nbytes
+
     def _plan_caches(self, cache_plan: CachePlan | None, *, racing: bool) -> None:
         embeddings = self.model.get_input_embeddings().weight
-        # one block's input over this process's share of the batches (all of them for one process),
-        # the largest share over processes so that every process plans alike
-        mine = sum(self.layout.shapes[j].rows * self.layout.shapes[j].width for j in my_share(list(range(len(self.batches)))))
-        block_bytes = mine * embeddings.shape[1] * embeddings.element_size()
+        block_bytes = self._state_bytes(largest_across=cache_plan is None)
         if cache_plan is None:
-            block_bytes = -min_across((-block_bytes,), embeddings.device)[0]
-            devices = sorted({p.device for p in self.model.parameters()}, key=str)    # several: split over GPUs
-            free = min_across(free_memory(embeddings.device, devices), embeddings.device)
+            free = min_across(free_memory(embeddings.device, model_devices(self.model)), embeddings.device)
             cache_plan = plan_cache(block_bytes, self.num_blocks, embeddings.device, free=free)
         self.cache_plan = cache_plan
         if self.config.step_reuse and not racing:

@@ -88,6 +88,11 @@ def free_memory(device: torch.device, devices: Sequence[torch.device] = ()) -> t
     return host, host
 
 
+def pinned_copy(t: torch.Tensor) -> torch.Tensor:
+    """A copy of ``t`` (on a GPU) in pinned host memory, copied asynchronously on the current stream."""
+    return torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True)
+
+
 def block_device(block: torch.nn.Module) -> torch.device | None:
     """The device of ``block``'s weights (None: it has none, or they are ``meta``)."""
     param = next(block.parameters(), None)
@@ -148,8 +153,7 @@ class BlockInputs:
         ``device`` (the GPU that owns the block, for a model split over GPUs; None = where it is)."""
         hidden = hidden.detach()
         if self.where == "host" and hidden.device.type != "cpu":
-            out = torch.empty(hidden.shape, dtype=hidden.dtype, pin_memory=True)
-            return out.copy_(hidden, non_blocking=True)
+            return pinned_copy(hidden)
         return hidden.to(device or hidden.device, copy=True)
 
     def checkpoint_before(self, block_idx: int) -> int:

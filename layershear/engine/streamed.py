@@ -35,7 +35,7 @@ from layershear.engine.layer_major import Tape, run_layer_major, standing_in
 from layershear.engine.layout import requests_in
 from layershear.engine.loglikelihood import LoglikelihoodEngine, RankFn
 from layershear.engine.packing import PackedBatch, packed_loglikelihoods
-from layershear.engine.prefix_cache import free_memory
+from layershear.engine.prefix_cache import free_memory, pinned_copy
 from layershear.engine.runs import Run
 from layershear.engine.spill import SPILL_DIR_ENV, spill_dir, spilled
 from layershear.errors import LayershearError
@@ -147,11 +147,7 @@ class StreamedEngine(LoglikelihoodEngine):
         embeddings = model.get_input_embeddings().weight
         self.device, self.dtype = embeddings.device, embeddings.dtype
         self.weights, self.on_load = weights, on_load
-        mine = my_share(list(range(len(self.batches))))
-        state_bytes = sum(self.layout.shapes[j].rows * self.layout.shapes[j].width for j in mine) \
-            * embeddings.shape[1] * embeddings.element_size()
-        state_bytes = -min_across((-state_bytes,), self.device)[0]
-        self.stream_plan = stream_plan or plan_streaming(state_bytes, self.num_blocks + 1, self.device)
+        self.stream_plan = stream_plan or plan_streaming(self._state_bytes(), self.num_blocks + 1, self.device)
         self.block_loads = 0
         self.sweeps = 0
         self.peak_block_bytes = 0
@@ -170,7 +166,7 @@ class StreamedEngine(LoglikelihoodEngine):
 
     def _keep(self, state: torch.Tensor) -> torch.Tensor:
         if self.stream_plan.where == "host" and state.device.type != "cpu":
-            return torch.empty(state.shape, dtype=state.dtype, pin_memory=True).copy_(state, non_blocking=True)
+            return pinned_copy(state)
         if self.stream_plan.where == "disk":
             return spilled(state, self.stream_plan.spill_dir or spill_dir())
         return state
