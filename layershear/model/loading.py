@@ -164,9 +164,9 @@ def load_placed(name_or_path: str, *, placement: str = "auto", dtype: str | torc
     device = device if isinstance(device, torch.device) else resolve_device(device)
     dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, device)
     path = resolve_checkpoint(name_or_path, revision=revision, code=trust_remote_code)
-    check_checkpoint(path, trust_remote_code=trust_remote_code, tokenizer=load_tokenizer)
+    files = check_checkpoint(path, trust_remote_code=trust_remote_code, tokenizer=load_tokenizer)
     free = free_bytes or free_device_bytes(device)
-    chosen = choose_placement(checkpoint_weight_bytes(path, dtype), free, placement)
+    chosen = choose_placement(checkpoint_weight_bytes(files, dtype), free, placement)
     if chosen.kind == "split":
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         chosen = dataclasses.replace(chosen, device_map=split_device_map(config, dtype, free))

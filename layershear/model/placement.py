@@ -13,15 +13,15 @@
 
 from __future__ import annotations
 
-import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from layershear.errors import LayershearError
+from layershear.model.checkpoint import CheckpointFiles
 
 PLACEMENTS = ("auto", "replica", "split", "streamed")
 #: share of a device's free memory the weights may take; the rest is for activations and caches
@@ -49,30 +49,18 @@ class Placement:
         return f"placement: {self.kind} ({self.reason}; weights {self.weight_bytes / 2**30:.2f} GiB, free {free} GiB)"
 
 
-def checkpoint_weight_bytes(folder: str | Path, dtype: torch.dtype) -> int:
-    """Bytes of every tensor of the checkpoint in ``folder`` once cast to ``dtype`` (read from the
-    safetensors headers; no tensor is loaded).
-
-    Raises:
-        LayershearError: no safetensors weights in ``folder``.
-    """
+def checkpoint_weight_bytes(files: CheckpointFiles, dtype: torch.dtype) -> int:
+    """Bytes of every tensor of the checked checkpoint ``files``
+    (:func:`layershear.model.checkpoint.check_checkpoint`) once cast to ``dtype``, read from the
+    shards' safetensors headers (no tensor is loaded)."""
     from safetensors import safe_open
 
-    folder = Path(folder)
-    index = folder / "model.safetensors.index.json"
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else ["model.safetensors"]
-    if not all((folder / f).is_file() for f in files):
-        raise LayershearError(f"no complete safetensors weights in {folder}; layershear reads model.safetensors or its shards")
     size = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else torch.iinfo(dtype).bits // 8
     total = 0
-    for name in files:
-        with safe_open(folder / name, framework="pt") as f:
-            keys = f.keys()
-            for key in keys:
-                numel = 1
-                for n in f.get_slice(key).get_shape():
-                    numel *= n
-                total += numel * size
+    for name in sorted(set(files.weight_map.values())):
+        with safe_open(files.folder / name, framework="pt") as f:
+            keys = f.keys()         # a safe_open handle is not iterable
+            total += sum(math.prod(f.get_slice(key).get_shape()) for key in keys) * size
     return total
 
 

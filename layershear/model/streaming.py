@@ -268,8 +268,9 @@ def streamed_model(folder: str | Path, *, dtype: torch.dtype, device: torch.devi
     with init_empty_weights(include_buffers=False):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     params = dict(model.named_parameters())
-    renamed = _model_keys(model, source.other_keys())
-    for key in source.other_keys():
+    others = source.other_keys()
+    renamed = _model_keys(model, others)
+    for key in others:
         if renamed[key] in params:
             set_module_tensor_to_device(model, renamed[key], device, value=source.tensor(key), dtype=dtype, clear_cache=False)
     if getattr(model.config, "tie_word_embeddings", False):

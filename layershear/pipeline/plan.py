@@ -225,13 +225,13 @@ def plan_job(model, *, calib, ratio: float | None = None, num_remove: int | None
     block_bytes = sum(p.numel() for p in blocks[0].parameters()) * param.element_size()
     weights = sum(p.numel() * p.element_size() for p in hf_model.parameters())      # streamed blocks: meta, counted
     kind = chosen.kind if chosen is not None else "replica"
-    fits = _fitting(chosen, devices) if placement == "auto" else {placement if placement != "auto" else kind}
+    fits = _fitting(chosen, devices) if placement == "auto" else {placement}
     batches = len(engine.batches)
     estimates = {"replica": fast / rate / devices, "split": split_seconds(fast / rate, devices, batches),
                  "streamed": _streamed_seconds(len(blocks), k, width, padded, rate,
                                                fetch if fetch is not None else block_bytes / HOST_TO_DEVICE_BYTES_S,
                                                devices, per)}
-    estimates = {name: round(seconds, 3) for name, seconds in estimates.items() if name in fits}
+    estimates = {name: round(s, 3) for name, s in estimates.items() if name in fits}
     # a replica per device when it fits (its count is an upper bound and it fetches nothing), else the faster
     on_devices = "replica" if "replica" in estimates else min(estimates, key=estimates.get)
     plan = engine.cache_plan
@@ -244,7 +244,7 @@ def plan_job(model, *, calib, ratio: float | None = None, num_remove: int | None
         free_device_bytes=free_device, free_host_bytes=free_host,
         cache=plan.describe() if plan is not None else (engine.stream_plan.describe() if streamed is not None else "none"),
         cache_bytes=cache_bytes,
-        calibration_docs=len(calibration.items), requests=len(engine.requests), batches=len(engine.batches),
+        calibration_docs=len(calibration.items), requests=len(engine.requests), batches=batches,
         padded_tokens_per_pass=padded, reference_block_tokens=reference, fast_block_tokens=fast,
         probe_batches=len(probe), probe_seconds=round(seconds, 4), probe_block_tokens=probe_tokens,
         estimated_seconds_reference=round(reference / rate, 3), estimated_seconds_fast=round(fast / rate, 3),

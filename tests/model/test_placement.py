@@ -7,6 +7,7 @@ import torch
 import transformers as tf
 
 from layershear.errors import LayershearError
+from layershear.model.checkpoint import check_checkpoint
 from layershear.model.placement import Placement, checkpoint_weight_bytes, choose_placement, split_device_map
 
 GIB = 2**30
@@ -45,5 +46,6 @@ def test_weight_bytes_come_from_the_shard_headers(tiny_checkpoints):
 
     path = tiny_checkpoints("llama")
     numel = sum(p.numel() for p in meta_model(tf.AutoConfig.from_pretrained(path)).parameters())
-    assert checkpoint_weight_bytes(path, torch.float32) == 4 * numel
-    assert checkpoint_weight_bytes(path, torch.bfloat16) == 2 * numel
+    files = check_checkpoint(path)
+    assert checkpoint_weight_bytes(files, torch.float32) == 4 * numel
+    assert checkpoint_weight_bytes(files, torch.bfloat16) == 2 * numel
